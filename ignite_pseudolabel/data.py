@@ -16,6 +16,7 @@ from ignite.utils import convert_tensor
 from torch.utils.data import DataLoader
 
 from ._validation import optional_int
+from .augment import Views
 from .datasets import PseudoLabeledDataset
 
 __all__ = ["SemiSupervisedBatch", "SemiSupervisedLoader", "SemiSupervisedTarget"]
@@ -26,7 +27,8 @@ class SemiSupervisedBatch(NamedTuple):
 
     Attributes:
         labeled: the labeled loader's batch, ``(inputs, labels)``.
-        unlabeled: inputs of an unlabeled batch (online pseudo-labels), or ``None``.
+        unlabeled: an unlabeled batch (online pseudo-labels): its inputs, or the :class:`Views` of
+            :class:`WeakStrongViews` (weak view, strong view, positions); or ``None``.
         pseudo: ``(inputs, pseudo_labels)`` of a pseudo-labeled batch (mined pseudo-labels), or ``None``.
     """
 
@@ -38,13 +40,26 @@ class SemiSupervisedBatch(NamedTuple):
 class SemiSupervisedTarget(NamedTuple):
     """The target that :meth:`PseudoLabelLoss.prepare_batch` pairs with the concatenated inputs.
 
-    The first ``labels.shape[0]`` rows of the predictions are the labeled samples; the remaining rows
-    are unlabeled (``pseudo_labels is None``: the loss derives pseudo-labels from the predictions) or
-    pseudo-labeled (their labels are ``pseudo_labels``).
+    The first ``labels.shape[0]`` rows of the predictions are the labeled samples. The remaining rows
+    are pseudo-labeled (their labels are ``pseudo_labels``) or unlabeled; for unlabeled rows the
+    pseudo-labels come from ``teacher_logits`` when given, else from the predictions themselves:
+    with ``views == 1`` every unlabeled row is both source and student (Lee 2013); with
+    ``views == 2`` the first half of the rows is the weak view (the source) and the second half the
+    strong view (the student), as in FixMatch.
+
+    Attributes:
+        labels: labels of the labeled rows.
+        pseudo_labels: mined pseudo-labels of the other rows, or ``None``.
+        views: 1 or 2, see above.
+        sample_index: positions of the unlabeled samples in their dataset (from :class:`Views`), or ``None``.
+        teacher_logits: a teacher's (e.g. an EMA model's) logits for the unlabeled samples, or ``None``.
     """
 
     labels: torch.Tensor
     pseudo_labels: torch.Tensor | None = None
+    views: int = 1
+    sample_index: torch.Tensor | None = None
+    teacher_logits: torch.Tensor | None = None
 
 
 def _sized_len(obj: Any) -> int | None:
@@ -272,23 +287,44 @@ def prepare_semi_supervised_batch(
     device: str | torch.device | None = None,
     non_blocking: bool = False,
     use_second: bool = True,
+    teacher: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, SemiSupervisedTarget]:
-    """Concatenates the inputs of a :class:`SemiSupervisedBatch` for one forward pass (private helper)."""
+    """Concatenates the inputs of a :class:`SemiSupervisedBatch` for one forward pass (private helper).
+
+    Each part is moved to ``device`` first and concatenated there, so pinned host memory is copied
+    asynchronously. With a ``teacher``, the unlabeled inputs (the weak view, for :class:`Views`) go
+    through the teacher without gradients and only the student's inputs join the batch.
+    """
     if not isinstance(batch, SemiSupervisedBatch):
         raise TypeError(f"Expected a SemiSupervisedBatch from SemiSupervisedLoader, but given a "
                         f"{type(batch).__name__}: run the trainer on SemiSupervisedLoader(labeled, unlabeled=...)")
+
+    def move(t: Any) -> Any:
+        return convert_tensor(t, device=device, non_blocking=non_blocking)
+
     inputs, labels = _inputs_of_labeled(batch.labeled, "labeled")
-    x: Any = convert_tensor(inputs, device=device, non_blocking=non_blocking)
-    y: Any = convert_tensor(labels, device=device, non_blocking=non_blocking)
+    x, y = move(inputs), move(labels)
     if not use_second or (batch.unlabeled is None and batch.pseudo is None):
         return x, SemiSupervisedTarget(y)
-    if batch.unlabeled is not None:
-        second, pseudo = _inputs_of_unlabeled(batch.unlabeled), None
-        name = "unlabeled"
+    if batch.pseudo is not None:
+        inputs, pseudo = _inputs_of_labeled(batch.pseudo, "pseudo-labeled")
+        x_p = move(inputs)
+        _check_rows(x, x_p, "pseudo-labeled")
+        return torch.cat([x, x_p]), SemiSupervisedTarget(y, move(pseudo))
+    index = None
+    if isinstance(batch.unlabeled, Views):
+        views = batch.unlabeled
+        weak, strong, index = move(views.weak), move(views.strong), move(views.sample_index)
+        _check_rows(x, weak, "weak-view")
+        _check_rows(x, strong, "strong-view")
+        source, student = weak, strong
     else:
-        second, pseudo = _inputs_of_labeled(batch.pseudo, "pseudo-labeled")
-        pseudo = convert_tensor(pseudo, device=device, non_blocking=non_blocking)
-        name = "pseudo-labeled"
-    x2: Any = convert_tensor(second, device=device, non_blocking=non_blocking)
-    _check_rows(x, x2, name)
-    return torch.cat([x, x2]), SemiSupervisedTarget(y, pseudo)
+        source = student = move(_inputs_of_unlabeled(batch.unlabeled))
+        _check_rows(x, student, "unlabeled")
+    if teacher is not None:
+        with torch.no_grad():
+            teacher_logits = teacher(source)
+        return torch.cat([x, student]), SemiSupervisedTarget(y, sample_index=index, teacher_logits=teacher_logits)
+    if source is student:
+        return torch.cat([x, student]), SemiSupervisedTarget(y, sample_index=index)
+    return torch.cat([x, source, student]), SemiSupervisedTarget(y, views=2, sample_index=index)

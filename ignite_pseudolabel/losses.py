@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from ignite.engine import Engine, Events
 
-from ._validation import check_identifier, optional_float, optional_threshold
+from ._validation import check_identifier, optional_float
+from .alignment import DistributionAlignment, sharpen
 from .data import SemiSupervisedBatch, SemiSupervisedTarget, prepare_semi_supervised_batch
+from .thresholds import FixedThreshold, ThresholdPolicy
 
-__all__ = ["PseudoLabelLoss", "hard_pseudo_labels", "masked_cross_entropy"]
+__all__ = ["PseudoLabelLoss", "hard_pseudo_labels", "masked_cross_entropy", "masked_soft_cross_entropy"]
 
 #: Attributes that :meth:`PseudoLabelLoss.attach` publishes on ``engine.state`` after every iteration.
-STATE_ATTRIBUTES = ("supervised_loss", "pseudo_loss", "pseudo_mask_rate")
+STATE_ATTRIBUTES = ("supervised_loss", "pseudo_loss", "pseudo_mask_rate", "pseudo_accuracy")
 
 
 def hard_pseudo_labels(
@@ -79,6 +81,28 @@ def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, mask: torch
                                                         device=per_prediction.device)).mean()
 
 
+def masked_soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy against soft targets (class probabilities), averaged like :func:`masked_cross_entropy`.
+
+    Args:
+        logits: ``(N, C, d1, ...)`` logits.
+        targets: ``(N, C, d1, ...)`` target probabilities (e.g. sharpened pseudo-labels).
+        mask: ``(N, d1, ...)`` boolean mask of the predictions to use.
+
+    Examples:
+        >>> logits = torch.tensor([[0.0, 0.0], [float("nan"), 0.0]])
+        >>> masked_soft_cross_entropy(logits, torch.tensor([[0.9, 0.1], [1.0, 0.0]]), torch.tensor([True, False]))
+        tensor(0.3466)
+    """
+    if logits.shape[0] == 0:
+        return logits.sum() * 0.0
+    keep = mask.unsqueeze(1)
+    zero = torch.zeros((), dtype=logits.dtype, device=logits.device)
+    log_probs = torch.log_softmax(torch.where(keep, logits, zero).float(), dim=1)
+    per_prediction = -(torch.where(keep, targets, zero.float()) * log_probs).sum(dim=1)
+    return torch.where(mask, per_prediction, zero.float()).mean()
+
+
 class PseudoLabelLoss(torch.nn.Module):
     """``L_labeled + alpha * L_pseudo`` for a stock ``create_supervised_trainer``.
 
@@ -87,27 +111,51 @@ class PseudoLabelLoss(torch.nn.Module):
     inputs of the labeled batch and of the unlabeled (or pseudo-labeled) batch go through the model in
     one forward pass; the loss splits the predictions again:
 
-    * online mode (the loader has ``unlabeled=``): pseudo-labels are the detached argmax of the
-      unlabeled predictions of this same forward pass (Lee 2013), optionally kept only where the
-      softmax confidence reaches ``threshold``; the pseudo term is :func:`masked_cross_entropy`;
-    * mined mode (the loader has ``pseudo=``): the pseudo term is the cross-entropy against the mined
+    * online, Lee 2013 (the loader has ``unlabeled=`` inputs): pseudo-labels are the detached argmax
+      of the unlabeled predictions of this same forward pass;
+    * online, FixMatch (``unlabeled=`` batches of :class:`~ignite_pseudolabel.Views` from
+      :class:`~ignite_pseudolabel.WeakStrongViews`): pseudo-labels come from the weak view, the loss
+      trains the prediction on the strong view;
+    * with a ``teacher`` (e.g. ``EMAHandler(model).ema_model``), the teacher predicts the (weak)
+      unlabeled inputs instead and only the student's inputs go through the model;
+    * mined (the loader has ``pseudo=``): the pseudo term is the cross-entropy against the mined
       pseudo-labels.
+
+    Online pseudo-labels go through a pipeline of options: class probabilities of the source
+    predictions -> optional :class:`~ignite_pseudolabel.DistributionAlignment` -> a threshold policy
+    (a fixed ``threshold``, or :class:`~ignite_pseudolabel.FlexMatchThreshold`,
+    :class:`~ignite_pseudolabel.FreeMatchThreshold`) deciding which to use -> hard labels (argmax)
+    or, with ``temperature``, soft labels (sharpened probabilities). The pseudo term is averaged over
+    all unlabeled predictions, the unused ones contributing 0 (:func:`masked_cross_entropy`). Dense
+    logits ``(N, C, d1, ...)`` get a pseudo-label and a mask entry per element. A prediction with a
+    non-finite logit is never used and never enters the statistics.
 
     ``alpha`` is read from ``engine.state.alpha`` (set by :class:`~ignite_pseudolabel.AlphaRamp`) at
     every call, unless a constant is given. While alpha is 0, :meth:`prepare_batch` leaves the second
     batch out, so the warm-up costs what supervised training costs and trains exactly like it.
 
     After :meth:`attach`, every iteration publishes detached scalar tensors on ``engine.state`` (no
-    host synchronisation; loggers convert them when they log): ``supervised_loss``, ``pseudo_loss``
-    and ``pseudo_mask_rate`` (the fraction of unlabeled predictions used; 1 for mined pseudo-labels,
-    0 when the batch had none).
+    host synchronisation; loggers convert them when they log): ``supervised_loss``, ``pseudo_loss``,
+    ``pseudo_mask_rate`` (the fraction of unlabeled predictions used; 1 for mined pseudo-labels, 0
+    when the batch had none) and ``pseudo_accuracy`` (accuracy of the used online pseudo-labels
+    against ``held_back_targets``, when given; else None).
+
+    The loss is an ``nn.Module``: the statistics of its threshold policy and alignment are buffers in
+    its ``state_dict``; include the loss in your checkpoint to resume them.
 
     Args:
-        threshold: online mode only: minimum softmax confidence of a pseudo-label (``None``: use all,
-            as Lee 2013 does). A float in (0, 1].
+        threshold: online pseudo-labels only: a minimum softmax confidence in (0, 1] (``None``: use
+            all, as Lee 2013 does), or a :class:`~ignite_pseudolabel.ThresholdPolicy`.
         alpha: a constant weight instead of reading ``engine.state.<alpha_name>``. A number >= 0.
         supervised_loss: loss of the labeled rows, called as ``fn(logits, labels)`` (default
             cross-entropy; pass e.g. ``nn.CrossEntropyLoss(ignore_index=255)`` for segmentation).
+        temperature: soft pseudo-labels sharpened with this temperature in (0, 1] (``None``: hard labels).
+        alignment: a :class:`~ignite_pseudolabel.DistributionAlignment` applied to the probabilities
+            before thresholding.
+        teacher: a model producing the pseudo-labels (called without gradients, in its current mode;
+            an ``EMAHandler``'s ``ema_model`` is in eval mode).
+        held_back_targets: the true labels of the unlabeled dataset, indexed by ``Views.sample_index``, for
+            monitoring only (benchmarks).
         alpha_name: the ``engine.state`` attribute holding alpha (default ``"alpha"``).
         skip_unlabeled_when_alpha_is_zero: leave the second batch out of the forward pass while alpha
             is 0 (default ``True``).
@@ -132,28 +180,58 @@ class PseudoLabelLoss(torch.nn.Module):
         (3.0, 1.0)
 
     .. versionadded:: 0.1.0
+    .. versionchanged:: 0.2.0
+        Weak/strong views, threshold policies, distribution alignment, soft labels, teacher,
+        ``pseudo_accuracy``.
     """
 
     def __init__(
         self,
-        threshold: float | None = None,
+        threshold: float | ThresholdPolicy | None = None,
         *,
         alpha: float | None = None,
         supervised_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        temperature: float | None = None,
+        alignment: DistributionAlignment | None = None,
+        teacher: torch.nn.Module | None = None,
+        held_back_targets: torch.Tensor | None = None,
         alpha_name: str = "alpha",
         skip_unlabeled_when_alpha_is_zero: bool = True,
     ) -> None:
         super().__init__()
-        self.threshold = optional_threshold("threshold", threshold)
+        if threshold is None or isinstance(threshold, ThresholdPolicy):
+            self.policy = threshold
+        else:
+            self.policy = FixedThreshold(threshold)
         self.alpha = optional_float("alpha", alpha, low=0.0)
         if supervised_loss is not None and not callable(supervised_loss):
             raise TypeError(f"Argument supervised_loss should be callable, but given {type(supervised_loss).__name__}")
         self.supervised_loss = supervised_loss if supervised_loss is not None else F.cross_entropy
+        self.temperature = optional_float("temperature", temperature, low=0.0, high=1.0, low_inclusive=False)
+        if alignment is not None and not isinstance(alignment, DistributionAlignment):
+            raise TypeError("Argument alignment should be a DistributionAlignment, but given "
+                            f"{type(alignment).__name__}")
+        self.alignment = alignment
+        if teacher is not None and not callable(teacher):
+            raise TypeError(f"Argument teacher should be a model (callable), but given {type(teacher).__name__}")
+        # Kept out of the registered submodules: the teacher is saved by whoever owns it (e.g. EMAHandler).
+        self.__dict__["teacher"] = teacher
+        if held_back_targets is not None:
+            held_back_targets = torch.as_tensor(held_back_targets)
+            if held_back_targets.ndim != 1 or held_back_targets.dtype.is_floating_point:
+                raise ValueError(f"Argument held_back_targets should be a 1-D tensor of integer labels, but given "
+                                 f"shape {tuple(held_back_targets.shape)} and dtype {held_back_targets.dtype}")
+        self.held_back_targets = held_back_targets
         self.alpha_name = check_identifier("alpha_name", alpha_name)
         self.skip_unlabeled_when_alpha_is_zero = bool(skip_unlabeled_when_alpha_is_zero)
         self._engine: Engine | None = None
-        #: Detached scalar tensors of the last call: ``supervised_loss``, ``pseudo_loss``, ``pseudo_mask_rate``.
-        self.components: dict[str, torch.Tensor] = {}
+        #: Detached scalar tensors of the last call (see the class description).
+        self.components: dict[str, Any] = {}
+
+    @property
+    def threshold(self) -> float | None:
+        """The fixed threshold, if the policy is a :class:`~ignite_pseudolabel.FixedThreshold`."""
+        return self.policy.threshold if isinstance(self.policy, FixedThreshold) else None
 
     def attach(self, engine: Engine) -> None:
         """Reads alpha from ``engine.state`` and publishes the loss components there after every iteration.
@@ -205,16 +283,19 @@ class PseudoLabelLoss(torch.nn.Module):
         """Turns a :class:`~ignite_pseudolabel.SemiSupervisedBatch` into ``(inputs, target)``.
 
         The signature is that of the ``prepare_batch`` argument of Ignite's supervised trainers.
-        The labeled inputs come first, then the unlabeled or pseudo-labeled inputs (left out while
-        alpha is 0); each part is moved to ``device`` before one concatenation there.
+        The labeled inputs come first, then the unlabeled (weak and strong views, or only the
+        student's inputs with a teacher) or pseudo-labeled inputs, left out while alpha is 0; each
+        part is moved to ``device`` before one concatenation there.
 
         Raises:
             TypeError: if the batch does not come from :class:`~ignite_pseudolabel.SemiSupervisedLoader`
                 or its parts do not have the documented structure.
-            ValueError: if the two parts' inputs differ in per-sample shape or dtype.
+            ValueError: if the parts' inputs differ in per-sample shape or dtype.
         """
         use_second = not (self.skip_unlabeled_when_alpha_is_zero and self.current_alpha() == 0.0)
-        return prepare_semi_supervised_batch(batch, device=device, non_blocking=non_blocking, use_second=use_second)
+        teacher: Any = self.teacher
+        return prepare_semi_supervised_batch(batch, device=device, non_blocking=non_blocking, use_second=use_second,
+                                             teacher=teacher)
 
     def forward(self, y_pred: torch.Tensor, target: SemiSupervisedTarget) -> torch.Tensor:
         if not isinstance(target, SemiSupervisedTarget):
@@ -224,29 +305,84 @@ class PseudoLabelLoss(torch.nn.Module):
             shape = tuple(y_pred.shape) if isinstance(y_pred, torch.Tensor) else type(y_pred).__name__
             raise ValueError(f"Expected the model to output logits of shape (N, C, ...), but given {shape}")
         n_labeled = target.labels.shape[0]
-        n_other = y_pred.shape[0] - n_labeled
-        if n_other < 0 or (target.pseudo_labels is not None and target.pseudo_labels.shape[0] != n_other):
+        other = y_pred[n_labeled:]
+        n_other = other.shape[0]
+        expected = n_other if target.pseudo_labels is None else target.pseudo_labels.shape[0]
+        if n_other < 0 or expected != n_other or (target.views == 2 and n_other % 2):
             raise ValueError(f"The predictions have {y_pred.shape[0]} rows, which does not match {n_labeled} labels "
-                             f"plus {0 if target.pseudo_labels is None else target.pseudo_labels.shape[0]} "
-                             "pseudo-labels")
-        logits, other = y_pred[:n_labeled], y_pred[n_labeled:]
-        supervised = self.supervised_loss(logits, target.labels)
-        alpha = self.current_alpha()
+                             f"plus {expected} pseudo-labeled or unlabeled rows ({target.views} view(s))")
+        supervised = self.supervised_loss(y_pred[:n_labeled], target.labels)
+        zero = torch.zeros((), device=y_pred.device)
+        accuracy = None
         if n_other == 0:
-            pseudo = mask_rate = torch.zeros((), device=y_pred.device)
-        elif target.pseudo_labels is None:
-            labels, mask = hard_pseudo_labels(other, self.threshold)
-            pseudo = masked_cross_entropy(other, labels, mask)
-            mask_rate = mask.float().mean()
+            pseudo, mask_rate = zero, zero
+        elif target.pseudo_labels is not None:
+            pseudo, mask_rate = F.cross_entropy(other, target.pseudo_labels), torch.ones((), device=y_pred.device)
         else:
-            pseudo = F.cross_entropy(other, target.pseudo_labels)
-            mask_rate = torch.ones((), device=y_pred.device)
+            if target.teacher_logits is not None:
+                source, student = target.teacher_logits, other
+            elif target.views == 2:
+                source, student = other[: n_other // 2], other[n_other // 2:]
+            else:
+                source, student = other, other
+            if source.shape != student.shape:
+                raise ValueError(f"The pseudo-label source predictions have shape {tuple(source.shape)}, but the "
+                                 f"student's have {tuple(student.shape)}")
+            pseudo, mask, labels = self._online_term(source.detach(), student, target.sample_index)
+            mask_rate = mask.float().mean()
+            accuracy = self._accuracy(labels, mask, target.sample_index)
         self.components = {
             "supervised_loss": supervised.detach(),
             "pseudo_loss": pseudo.detach(),
             "pseudo_mask_rate": mask_rate.detach(),
+            "pseudo_accuracy": accuracy,
         }
+        alpha = self.current_alpha()
         return supervised if alpha == 0.0 or n_other == 0 else supervised + alpha * pseudo
 
+    def _online_term(
+        self, source: torch.Tensor, student: torch.Tensor, index: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The pseudo term of online pseudo-labels, the mask used and the hard labels."""
+        num_classes = source.shape[1]
+        # Work on (M, C) rows: one per sample, or one per element of dense predictions.
+        rows = source.float().movedim(1, -1).reshape(-1, num_classes)
+        valid = torch.isfinite(rows).all(dim=1)
+        probs = torch.softmax(torch.where(valid.unsqueeze(1), rows, torch.zeros((), device=rows.device)), dim=1)
+        if self.alignment is not None:
+            self._follow(self.alignment, probs)
+            probs = self.alignment(probs, valid)
+        labels = probs.argmax(dim=1)
+        if self.policy is None:
+            mask = valid
+        else:
+            self._follow(self.policy, probs)
+            row_index = index if index is not None and index.shape[0] == rows.shape[0] else None
+            if self.policy.needs_index and row_index is None and index is not None:
+                raise ValueError(f"{type(self.policy).__name__} works on (N, C) predictions only, one per sample")
+            mask = self.policy(probs, valid, row_index)
+        shape = (source.shape[0], *source.shape[2:])
+        labels, mask = labels.view(shape), mask.view(shape)
+        if self.temperature is None:
+            return masked_cross_entropy(student, labels, mask), mask, labels
+        soft = sharpen(probs, self.temperature).view(*shape, num_classes).movedim(-1, 1)
+        return masked_soft_cross_entropy(student, soft, mask), mask, labels
+
+    @staticmethod
+    def _follow(module: torch.nn.Module, t: torch.Tensor) -> None:
+        """Moves a statistics module to the device of the predictions (once)."""
+        buffer = next(module.buffers(), None)
+        if buffer is not None and buffer.device != t.device:
+            module.to(t.device)
+
+    def _accuracy(self, labels: torch.Tensor, mask: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor | None:
+        if self.held_back_targets is None or index is None or labels.ndim != 1:
+            return None
+        if self.held_back_targets.device != labels.device:
+            self.held_back_targets = self.held_back_targets.to(labels.device)
+        correct = (labels == self.held_back_targets[index]) & mask
+        return (correct.sum() / mask.sum().clamp(min=1)).detach()
+
     def extra_repr(self) -> str:
-        return f"threshold={self.threshold}, alpha={self.alpha if self.alpha is not None else self.alpha_name!r}"
+        alpha = self.alpha if self.alpha is not None else repr(self.alpha_name)
+        return f"alpha={alpha}, temperature={self.temperature}, teacher={self.teacher is not None}"

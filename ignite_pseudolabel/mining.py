@@ -14,7 +14,7 @@ from ignite.engine import CallableEventWithFilter, Engine, Events, EventsList
 from ignite.utils import convert_tensor
 from torch.utils.data import DataLoader, Dataset
 
-from ._validation import check_int, check_threshold, optional_int
+from ._validation import check_int, optional_float, optional_int, optional_threshold
 from .datasets import PseudoLabeledDataset
 
 __all__ = ["PseudoLabelMiner", "select_pseudo_labels"]
@@ -23,25 +23,52 @@ __all__ = ["PseudoLabelMiner", "select_pseudo_labels"]
 STATE_ATTRIBUTES = ("num_pseudo_labels", "pseudo_label_accuracy")
 
 
+def _rank_within_class(positions: torch.Tensor, confidences: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Rank (0 = most confident) of each position among the positions of its class; ties: lower position first."""
+    order = torch.argsort(confidences[positions], descending=True, stable=True)  # indices into `positions`
+    order = order[torch.argsort(labels[positions][order], stable=True)]
+    classes = labels[positions][order]
+    counts = torch.bincount(classes)
+    ranks = torch.empty_like(positions)
+    first_of_class = torch.cumsum(counts, 0) - counts
+    ranks[order] = torch.arange(positions.numel(), device=positions.device) - first_of_class[classes]
+    return ranks
+
+
 def select_pseudo_labels(
     confidences: torch.Tensor,
     labels: torch.Tensor,
-    threshold: float,
+    threshold: float | None = None,
     *,
     max_per_class: int | None = None,
+    k_best: int | None = None,
+    class_fraction: float | None = None,
+    candidates: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Positions of the predictions to accept as pseudo-labels.
 
-    A prediction is accepted when its confidence is >= ``threshold`` (NaN never is). With
-    ``max_per_class``, only the most confident accepted predictions of each class are kept, at most
-    that many; ties go to the lower position, so the result does not depend on batch sizes or order
-    of computation.
+    The criteria combine (a prediction must pass all that are given):
+
+    * ``threshold``: confidence >= threshold (scikit-learn's ``criterion="threshold"``);
+    * ``class_fraction``: among the most confident ``ceil(class_fraction * n_c)`` predictions of its
+      class, ``n_c`` being the class's number of candidate predictions (per-class percentile
+      thresholds, as in curriculum labelling: classes stay balanced relative to their size);
+    * ``max_per_class``: among the ``max_per_class`` most confident accepted predictions of its class;
+    * ``k_best``: among the ``k_best`` most confident accepted predictions overall (scikit-learn's
+      ``criterion="k_best"``).
+
+    Non-positive or NaN confidences (non-finite logits) are never accepted. Ties go to the lower
+    position, so the result depends neither on batch sizes nor on the order of computation.
 
     Args:
         confidences: ``(N,)`` max softmax probability of every prediction.
         labels: ``(N,)`` predicted class of every prediction.
-        threshold: minimum confidence, in (0, 1].
-        max_per_class: cap on accepted predictions per class (``None``: no cap), >= 1.
+        threshold: minimum confidence, in (0, 1], or ``None``.
+        max_per_class: cap on accepted predictions per class, >= 1.
+        k_best: cap on accepted predictions overall, >= 1.
+        class_fraction: fraction of each class's predictions to accept, in (0, 1].
+        candidates: ``(N,)`` bool mask of the eligible predictions (default: all), e.g. the samples
+            not yet pseudo-labeled when a pseudo-labeled set grows round after round.
 
     Returns:
         Sorted ``int64`` positions into ``confidences``.
@@ -53,23 +80,36 @@ def select_pseudo_labels(
         [0, 2, 3, 4]
         >>> select_pseudo_labels(conf, labels, 0.98, max_per_class=1).tolist()
         [2, 3]
+        >>> select_pseudo_labels(conf, labels, k_best=2).tolist()
+        [2, 3]
+        >>> select_pseudo_labels(conf, labels, class_fraction=0.5).tolist()
+        [0, 2, 3]
     """
-    threshold = check_threshold("threshold", threshold)  # type: ignore[assignment]
+    threshold = optional_threshold("threshold", threshold)
     max_per_class = optional_int("max_per_class", max_per_class, minimum=1)
+    k_best = optional_int("k_best", k_best, minimum=1)
+    class_fraction = optional_float("class_fraction", class_fraction, low=0.0, high=1.0, low_inclusive=False)
     if confidences.ndim != 1 or labels.shape != confidences.shape:
         raise ValueError(f"Arguments confidences and labels should be 1-D of the same length, but given shapes "
                          f"{tuple(confidences.shape)} and {tuple(labels.shape)}")
-    accepted = torch.nonzero(confidences >= threshold).flatten()
-    if max_per_class is None or accepted.numel() == 0:
-        return accepted
-    # Most confident first (stable: ties keep ascending position), then grouped by class (stable).
-    accepted = accepted[torch.argsort(confidences[accepted], descending=True, stable=True)]
-    accepted = accepted[torch.argsort(labels[accepted], stable=True)]
-    classes = labels[accepted]
-    counts = torch.bincount(classes)
-    first_of_class = torch.cumsum(counts, 0) - counts
-    rank_in_class = torch.arange(accepted.numel(), device=accepted.device) - first_of_class[classes]
-    return torch.sort(accepted[rank_in_class < max_per_class]).values
+    eligible = confidences > 0
+    if candidates is not None:
+        if candidates.shape != confidences.shape or candidates.dtype != torch.bool:
+            raise ValueError(f"Argument candidates should be a bool mask of shape {tuple(confidences.shape)}, but "
+                             f"given {candidates.dtype} of shape {tuple(candidates.shape)}")
+        eligible &= candidates
+    positions = torch.nonzero(eligible).flatten()
+    if class_fraction is not None and positions.numel() > 0:
+        per_class = torch.bincount(labels[positions])
+        quota = torch.ceil(class_fraction * per_class.to(torch.float64)).to(torch.int64)
+        positions = positions[_rank_within_class(positions, confidences, labels) < quota[labels[positions]]]
+    if threshold is not None:
+        positions = positions[confidences[positions] >= threshold]
+    if max_per_class is not None and positions.numel() > 0:
+        positions = positions[_rank_within_class(positions, confidences, labels) < max_per_class]
+    if k_best is not None and positions.numel() > k_best:
+        positions = positions[torch.argsort(confidences[positions], descending=True, stable=True)[:k_best]]
+    return torch.sort(positions).values
 
 
 class _Indexed(Dataset):
@@ -92,12 +132,19 @@ class PseudoLabelMiner(Serializable):
     also after a resume; or e.g. ``Events.EPOCH_COMPLETED(every=5)`` for iterative self-training) the
     miner runs its own inference :class:`~ignite.engine.Engine` (:attr:`engine`, to which a
     ``ProgressBar`` or loggers can be attached) over ``dataset`` with ``model`` in eval mode and
-    without gradients, then keeps every sample whose max softmax probability is >= ``threshold``,
-    optionally at most ``max_per_class`` per class (the most confident). Per batch it only appends the
-    positions, labels and confidences to lists on the device (no host synchronisation); they are
-    concatenated once at the end. Predictions with a non-finite logit are never accepted.
+    without gradients, then selects pseudo-labels with :func:`select_pseudo_labels`: every sample
+    whose max softmax probability is >= ``threshold``, optionally only the most confident
+    ``class_fraction`` of each class, at most ``max_per_class`` per class and ``k_best`` overall. Per
+    batch it only appends the positions, labels and confidences to lists on the device (no host
+    synchronisation); they are concatenated once at the end. Predictions with a non-finite logit are
+    never accepted.
 
-    The result replaces the content of :attr:`dataset`, a :class:`PseudoLabeledDataset` view that
+    By default every round replaces the pseudo-labeled set. With ``grow=True`` the set grows as in
+    scikit-learn's ``SelfTrainingClassifier``: an accepted sample keeps the label it was accepted
+    with, each round selects among the samples not accepted yet, and :attr:`accepted_round` records
+    the round in which each sample was accepted. After ``max_rounds`` rounds the miner stops mining.
+
+    The result is the content of :attr:`dataset`, a :class:`PseudoLabeledDataset` view that
     indexes ``train_dataset`` (by default ``dataset`` itself), so that dataset's transforms (for
     example training augmentation) apply to pseudo-labeled samples. Pass it to
     ``SemiSupervisedLoader(labeled, pseudo=miner.dataset, loader_fn=...)``, which builds a new loader
@@ -108,10 +155,16 @@ class PseudoLabelMiner(Serializable):
             copy (``EMAHandler(model).ema_model``). Its train/eval mode is restored afterwards.
         dataset: the unlabeled dataset to predict, returning inputs only (wrap a labeled dataset in
             :class:`UnlabeledDataset`). Use deterministic (evaluation) transforms here.
-        threshold: minimum confidence, in (0, 1] (the seed tutorial used 0.99).
+        threshold: minimum confidence, in (0, 1] (the seed tutorial used 0.99), or ``None`` when
+            another criterion selects.
         num_classes: expected number of classes; checked against the model's outputs (default: taken
             from them).
-        max_per_class: keep at most this many pseudo-labels per class, the most confident.
+        max_per_class: keep at most this many pseudo-labels per class (per round), the most confident.
+        k_best: keep at most this many pseudo-labels per round, the most confident.
+        class_fraction: keep at most this fraction of each class's predictions (per-class
+            percentile thresholds), in (0, 1].
+        grow: accumulate accepted samples over rounds instead of replacing them.
+        max_rounds: stop mining after this many rounds (default: no limit).
         train_dataset: the dataset :attr:`dataset` indexes into: the same samples in the same order,
             typically with training transforms (default: ``dataset``).
         batch_size: inference batch size.
@@ -133,6 +186,8 @@ class PseudoLabelMiner(Serializable):
         accuracy: fraction of correct pseudo-labels (``None`` without ``true_labels`` or when nothing
             was accepted).
         rounds: mining rounds run so far.
+        accepted_round: for every sample of ``dataset``, the round (from 1) in which its current
+            pseudo-label was accepted, -1 if it has none.
 
     Examples:
         >>> import torch
@@ -150,16 +205,22 @@ class PseudoLabelMiner(Serializable):
     .. versionadded:: 0.1.0
     """
 
-    _state_dict_all_req_keys = ("indices", "labels", "confidences", "rounds", "threshold", "dataset_size")
+    _state_dict_all_req_keys = ("indices", "labels", "confidences", "rounds", "accepted_round", "dataset_size")
+    #: configuration that a checkpoint must match to be loaded
+    _config_keys = ("threshold", "max_per_class", "k_best", "class_fraction", "grow", "dataset_size")
 
     def __init__(
         self,
         model: torch.nn.Module,
         dataset: Dataset | torch.Tensor,
-        threshold: float = 0.99,
+        threshold: float | None = 0.99,
         *,
         num_classes: int | None = None,
         max_per_class: int | None = None,
+        k_best: int | None = None,
+        class_fraction: float | None = None,
+        grow: bool = False,
+        max_rounds: int | None = None,
         train_dataset: Dataset | None = None,
         batch_size: int = 256,
         num_workers: int = 0,
@@ -174,9 +235,17 @@ class PseudoLabelMiner(Serializable):
             raise TypeError(f"Argument dataset should be a map-style dataset, but given {type(dataset).__name__}")
         if len(dataset) == 0:  # type: ignore[arg-type]
             raise ValueError("Argument dataset should hold at least one sample, but given an empty dataset")
-        self.threshold = check_threshold("threshold", threshold)
+        self.threshold = optional_threshold("threshold", threshold)
         self.num_classes = optional_int("num_classes", num_classes, minimum=2)
         self.max_per_class = optional_int("max_per_class", max_per_class, minimum=1)
+        self.k_best = optional_int("k_best", k_best, minimum=1)
+        self.class_fraction = optional_float("class_fraction", class_fraction, low=0.0, high=1.0,
+                                             low_inclusive=False)
+        if self.threshold is None and self.k_best is None and self.class_fraction is None:
+            raise ValueError("At least one of the arguments threshold, k_best or class_fraction should be given, "
+                             "but all are None")
+        self.grow = bool(grow)
+        self.max_rounds = optional_int("max_rounds", max_rounds, minimum=1)
         self.batch_size = check_int("batch_size", batch_size, minimum=1)
         self.num_workers = check_int("num_workers", num_workers, minimum=0)
         if amp_dtype is not None and not isinstance(amp_dtype, torch.dtype):
@@ -206,6 +275,7 @@ class PseudoLabelMiner(Serializable):
         self.all_confidences = torch.empty(0)
         self.num_non_finite = 0
         self.rounds = 0
+        self.accepted_round = torch.full((len(dataset),), -1, dtype=torch.int64)  # type: ignore[arg-type]
         self._buffers: tuple[list, list, list] = ([], [], [])
         self._trainer: Engine | None = None
         self._warned_empty = False
@@ -260,7 +330,9 @@ class PseudoLabelMiner(Serializable):
             self(engine)
 
     def __call__(self, engine: Engine | None = None) -> None:
-        self.run()
+        """Runs a mining round, unless ``max_rounds`` rounds have already run."""
+        if self.max_rounds is None or self.rounds < self.max_rounds:
+            self.run()
 
     def run(self) -> PseudoLabeledDataset:
         """Runs one mining round now and returns :attr:`dataset` with the new pseudo-labeled set."""
@@ -319,18 +391,30 @@ class PseudoLabelMiner(Serializable):
         order = torch.argsort(positions)  # a no-op for the sequential loader; robust to any sampler
         positions, labels, confidences = positions[order], labels[order], confidences[order]
         self.num_non_finite = int((confidences == 0).sum())
-        keep = select_pseudo_labels(confidences, labels, self.threshold, max_per_class=self.max_per_class)
-        self._set_result(positions[keep], labels[keep], confidences[keep])
-        self.all_confidences = confidences
+        candidates = self.accepted_round[positions] < 0 if self.grow else None
+        keep = select_pseudo_labels(confidences, labels, self.threshold, max_per_class=self.max_per_class,
+                                    k_best=self.k_best, class_fraction=self.class_fraction, candidates=candidates)
         self.rounds += 1
+        new = positions[keep]
+        if self.grow:
+            indices = torch.cat([self.indices, new])
+            order = torch.argsort(indices)
+            self._set_result(indices[order], torch.cat([self.labels, labels[keep]])[order],
+                             torch.cat([self.confidences, confidences[keep]])[order])
+        else:
+            self.accepted_round.fill_(-1)
+            self._set_result(new, labels[keep], confidences[keep])
+        self.accepted_round[new] = self.rounds
+        self.all_confidences = confidences
         if self.num_non_finite:
             warnings.warn(f"PseudoLabelMiner: {self.num_non_finite} of {positions.numel()} predictions had "
                           "non-finite logits and were not accepted", RuntimeWarning, stacklevel=2)
-        if keep.numel() == 0 and not self._warned_empty:
+        if new.numel() == 0 and not self._warned_empty:
             self._warned_empty = True
-            warnings.warn(f"PseudoLabelMiner accepted no sample at threshold {self.threshold} (highest confidence "
-                          f"{float(confidences.max()):.4f}); training continues with the supervised term only",
-                          RuntimeWarning, stacklevel=2)
+            what = "no new sample" if self.grow else "no sample"
+            warnings.warn(f"PseudoLabelMiner accepted {what} in round {self.rounds} (threshold {self.threshold}, "
+                          f"highest confidence {float(confidences.max()):.4f}); training continues with "
+                          f"{len(self.dataset)} pseudo-labels", RuntimeWarning, stacklevel=2)
         self._publish()
 
     def _set_result(self, indices: torch.Tensor, labels: torch.Tensor, confidences: torch.Tensor) -> None:
@@ -345,27 +429,28 @@ class PseudoLabelMiner(Serializable):
     # ---------------------------------------------------------------------------------------- state
     def state_dict(self) -> OrderedDict:
         """The accepted set and the configuration it was mined with (tensors and plain Python only)."""
+        config = {name: getattr(self, name) for name in self._config_keys if name != "dataset_size"}
         return OrderedDict(
             indices=self.indices.clone(),
             labels=self.labels.clone(),
             confidences=self.confidences.clone(),
+            accepted_round=self.accepted_round.clone(),
             rounds=self.rounds,
-            threshold=self.threshold,
-            max_per_class=self.max_per_class,
             num_classes=self.num_classes,
             dataset_size=len(self.source),  # type: ignore[arg-type]
+            **config,
         )
 
     def load_state_dict(self, state_dict: Mapping) -> None:
         """Restores the pseudo-labeled set.
 
         Raises:
-            ValueError: if the state was saved for a dataset of another size, with another threshold,
-                per-class cap or number of classes.
+            ValueError: if the state was saved for a dataset of another size, with other selection
+                criteria, growth mode or number of classes.
         """
         super().load_state_dict(state_dict)
-        expected = {"dataset_size": len(self.source), "threshold": self.threshold,  # type: ignore[arg-type]
-                    "max_per_class": self.max_per_class}
+        expected = {name: getattr(self, name) for name in self._config_keys if name != "dataset_size"}
+        expected["dataset_size"] = len(self.source)  # type: ignore[arg-type]
         if self.num_classes is not None:
             expected["num_classes"] = self.num_classes
         for name, value in expected.items():
@@ -376,5 +461,6 @@ class PseudoLabelMiner(Serializable):
             self.num_classes = int(state_dict["num_classes"])
         self._set_result(torch.as_tensor(state_dict["indices"]), torch.as_tensor(state_dict["labels"]),
                          torch.as_tensor(state_dict["confidences"]))
+        self.accepted_round = torch.as_tensor(state_dict["accepted_round"]).clone()
         self.rounds = int(state_dict["rounds"])
         self._publish()

@@ -10,6 +10,7 @@ from ignite.handlers import TensorboardLogger, global_step_from_engine
 
 from ._validation import check_int
 from .losses import STATE_ATTRIBUTES as LOSS_ATTRIBUTES
+from .losses import PseudoLabelLoss
 from .mining import PseudoLabelMiner
 
 __all__ = ["attach_tensorboard", "log_mining"]
@@ -67,15 +68,19 @@ def attach_tensorboard(
     evaluators: Mapping[str, Engine] | None = None,
     miner: PseudoLabelMiner | None = None,
     log_every: int = 1,
-    state_attributes: Sequence[str] = ("alpha", *LOSS_ATTRIBUTES),
+    state_attributes: Sequence[str] | None = None,
     optimizer: Any = None,
+    loss: PseudoLabelLoss | None = None,
 ) -> None:
     """Logs a pseudo-labelling run: training scalars, validation metrics and mining rounds.
 
     * every ``log_every`` iterations, tag ``train``: the trainer's output as ``train/loss`` (when it
       is a number), and the state attributes ``train/alpha``, ``train/supervised_loss``,
-      ``train/pseudo_loss``, ``train/pseudo_mask_rate`` (those that exist);
+      ``train/pseudo_loss``, ``train/pseudo_mask_rate`` (those that exist when this is called:
+      attach the loss and the ramp first), and ``train/pseudo_accuracy`` when ``loss`` has
+      held-back targets;
     * with ``optimizer``, its learning rate as ``lr/group_0``, ...;
+    * with ``loss``, the class-wise thresholds of its threshold policy as ``thresholds/{c}``;
     * for each ``evaluators`` entry ``name: engine``, all its metrics as ``{name}/{metric}`` when it
       completes, at the trainer's epoch;
     * with ``miner``, :func:`log_mining`.
@@ -89,8 +94,9 @@ def attach_tensorboard(
         evaluators: evaluators by tag, e.g. ``{"validation": evaluator}``.
         miner: a :class:`~ignite_pseudolabel.PseudoLabelMiner` to log.
         log_every: iterations between two training logs, >= 1.
-        state_attributes: trainer state attributes to log.
+        state_attributes: trainer state attributes to log (default: see above).
         optimizer: an optimizer whose learning rate to log.
+        loss: the trainer's :class:`~ignite_pseudolabel.PseudoLabelLoss`, to log its thresholds.
     """
     if not isinstance(tb_logger, TensorboardLogger):
         raise TypeError(f"Argument tb_logger should be a TensorboardLogger, but given {type(tb_logger).__name__}")
@@ -101,13 +107,26 @@ def attach_tensorboard(
     def loss_of(output: Any) -> dict:
         return {"loss": output} if output is not None and not isinstance(output, (tuple, list, dict)) else {}
 
+    if state_attributes is None:
+        names = ["alpha", *LOSS_ATTRIBUTES]
+        if loss is None or loss.held_back_targets is None:
+            names.remove("pseudo_accuracy")
+        state_attributes = [name for name in names if hasattr(trainer.state, name)]
     tb_logger.attach_output_handler(
         trainer,
         event_name=Events.ITERATION_COMPLETED(every=log_every),
         tag="train",
         output_transform=loss_of,
-        state_attributes=[name for name in state_attributes if hasattr(trainer.state, name)],
+        state_attributes=list(state_attributes),
     )
+    if loss is not None and loss.policy is not None:
+        policy = loss.policy
+
+        def log_thresholds(engine: Engine) -> None:
+            for c, value in enumerate(policy.class_thresholds.tolist()):
+                tb_logger.writer.add_scalar(f"thresholds/{c}", value, engine.state.iteration)
+
+        trainer.add_event_handler(Events.ITERATION_COMPLETED(every=log_every), log_thresholds)
     if optimizer is not None:
         tb_logger.attach_opt_params_handler(trainer, Events.ITERATION_COMPLETED(every=log_every), optimizer)
     for name, evaluator in (evaluators or {}).items():

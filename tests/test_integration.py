@@ -130,7 +130,7 @@ def test_hand_written_process_function():
     trainer.run(SemiSupervisedLoader(labeled, unlabeled=DataLoader(x[9:], batch_size=32, shuffle=True)),
                 max_epochs=30)
     out = trainer.state.output
-    assert set(out) == {"loss", "supervised_loss", "pseudo_loss", "pseudo_mask_rate"}
+    assert set(out) == {"loss", "supervised_loss", "pseudo_loss", "pseudo_mask_rate", "pseudo_accuracy"}
     assert 0 < out["pseudo_mask_rate"].item() <= 1
     assert torch.equal(trainer.state.pseudo_mask_rate, out["pseudo_mask_rate"])
     assert accuracy(model, *blobs(200, seed=6)) > 0.95
@@ -144,3 +144,68 @@ def test_constant_alpha_without_a_ramp():
     labeled, unlabeled = fixed_data("online")
     trainer.run(SemiSupervisedLoader(labeled, unlabeled=unlabeled), max_epochs=1)
     assert loss.components["pseudo_mask_rate"].item() == 1.0
+
+
+def test_fixmatch_views_with_ema_teacher_on_the_stock_trainer():
+    from ignite.handlers import EMAHandler
+
+    from ignite_pseudolabel import FreeMatchThreshold, Views, WeakStrongViews
+
+    torch.manual_seed(0)
+    x, y = blobs(300, seed=7, spread=1.0)
+    x_test, y_test = blobs(300, seed=8, spread=1.0)
+    model = mlp()
+    ema = EMAHandler(model, momentum=0.2)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    loss = PseudoLabelLoss(FreeMatchThreshold(3), teacher=ema.ema_model, held_back_targets=y[6:])
+    trainer = create_supervised_trainer(model, optimizer, loss, prepare_batch=loss.prepare_batch)
+    loss.attach(trainer)
+    ema.attach(trainer)
+    AlphaRamp(t1=5, t2=20, alpha_f=1.0).attach(trainer)
+    views = WeakStrongViews(x[6:], weak=lambda v: v + 0.05 * torch.randn_like(v),
+                            strong=lambda v: v + 0.5 * torch.randn_like(v))
+    labeled = DataLoader(TensorDataset(x[:6], y[:6]), batch_size=6, shuffle=True)
+    data = SemiSupervisedLoader(labeled, unlabeled=DataLoader(views, batch_size=42, shuffle=True))
+    assert isinstance(next(iter(data)).unlabeled, Views)
+    trainer.run(data, max_epochs=60)
+    assert 0 < trainer.state.pseudo_mask_rate.item() <= 1
+    assert trainer.state.pseudo_accuracy.item() > 0.9
+    assert accuracy(ema.ema_model, x_test, y_test) > 0.9
+
+
+def test_dense_segmentation_with_per_pixel_pseudo_labels():
+    """A tiny synthetic segmentation task: pixels of a bright square are class 1, the rest class 0."""
+    from ignite_pseudolabel import Views, WeakStrongViews
+
+    torch.manual_seed(0)
+
+    def images(n, seed):
+        g = torch.Generator().manual_seed(seed)
+        masks = torch.zeros(n, 8, 8, dtype=torch.long)
+        for i in range(n):
+            r, c = torch.randint(0, 5, (2,), generator=g).tolist()
+            masks[i, r:r + 3, c:c + 3] = 1
+        return (masks.float() + 0.3 * torch.randn(n, 8, 8, generator=g)).unsqueeze(1), masks
+
+    x_l, m_l = images(2, 0)
+    x_u, _ = images(100, 1)
+    x_t, m_t = images(50, 2)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 2, 1))
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
+    loss = PseudoLabelLoss(threshold=0.9)
+    trainer = create_supervised_trainer(model, optimizer, loss, prepare_batch=loss.prepare_batch)
+    loss.attach(trainer)
+    AlphaRamp(t1=10, t2=30, alpha_f=1.0).attach(trainer)
+    views = WeakStrongViews(x_u, weak=lambda v: v, strong=lambda v: v + 0.3 * torch.randn_like(v))
+    data = SemiSupervisedLoader(DataLoader(TensorDataset(x_l, m_l), batch_size=2),
+                                unlabeled=DataLoader(views, batch_size=20, shuffle=True))
+    rates = []
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: rates.append(e.state.pseudo_mask_rate.item()))
+    trainer.run(data, max_epochs=60)
+    x, target = loss.prepare_batch(next(iter(data)))
+    assert isinstance(next(iter(data)).unlabeled, Views) and target.views == 2
+    assert 0 < rates[-1] < 1 or rates[-1] == 1.0  # a per-pixel mask rate
+    assert any(0 < r < 1 for r in rates)  # some pixels used, some not: per-element masking
+    with torch.no_grad():
+        pixel_accuracy = (model(x_t).argmax(1) == m_t).float().mean().item()
+    assert pixel_accuracy > 0.95

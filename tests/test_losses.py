@@ -73,7 +73,8 @@ def test_online_loss_is_supervised_plus_alpha_times_pseudo():
     assert torch.allclose(loss_fn.components["supervised_loss"], sup)
     assert torch.allclose(loss_fn.components["pseudo_loss"], pseudo)
     assert loss_fn.components["pseudo_mask_rate"].item() == 1.0
-    assert not any(c.requires_grad for c in loss_fn.components.values())
+    assert not any(c.requires_grad for c in loss_fn.components.values() if c is not None)
+    assert loss_fn.components["pseudo_accuracy"] is None
 
 
 def test_online_threshold_masks_and_reports_the_rate():
@@ -171,7 +172,7 @@ def test_runtime_errors_are_clear():
         PseudoLabelLoss(alpha=1.0)(torch.randn(2, 3), torch.tensor([0, 1]))
     with pytest.raises(ValueError, match=r"logits of shape \(N, C, ...\), but given \(4,\)"):
         PseudoLabelLoss(alpha=1.0)(torch.randn(4), target(1))
-    with pytest.raises(ValueError, match="does not match 2 labels plus 3 pseudo-labels"):
+    with pytest.raises(ValueError, match="does not match 2 labels plus 3 pseudo-labeled or unlabeled rows"):
         PseudoLabelLoss(alpha=1.0)(torch.randn(4, 3), target(2, pseudo=torch.tensor([0, 1, 2])))
 
 
@@ -185,3 +186,139 @@ def test_attach_twice_or_colliding_state_raises():
         PseudoLabelLoss().attach(engine)
     with pytest.raises(TypeError, match="should be an ignite Engine"):
         PseudoLabelLoss().attach("trainer")
+
+
+# ------------------------------------------------------------------------------- FixMatch and friends
+def views_batch(n_l=2, n_u=3, dim=4):
+    from ignite_pseudolabel import Views
+
+    labeled = (torch.randn(n_l, dim), torch.arange(n_l) % 3)
+    return SemiSupervisedBatch(labeled, unlabeled=Views(torch.randn(n_u, dim), torch.randn(n_u, dim),
+                                                        torch.arange(n_u) + 10))
+
+
+def test_prepare_puts_labeled_weak_then_strong_rows():
+    batch = views_batch()
+    x, target = PseudoLabelLoss(alpha=1.0).prepare_batch(batch)
+    assert x.shape == (8, 4) and target.views == 2 and target.sample_index.tolist() == [10, 11, 12]
+    assert torch.equal(x[2:5], batch.unlabeled.weak) and torch.equal(x[5:], batch.unlabeled.strong)
+
+
+def test_fixmatch_term_uses_weak_labels_on_strong_predictions():
+    y_pred = torch.randn(8, 3, requires_grad=True)
+    target = SemiSupervisedTarget(torch.tensor([0, 1]), views=2, sample_index=torch.tensor([0, 1, 2]))
+    loss_fn = PseudoLabelLoss(threshold=0.5, alpha=1.0)
+    value = loss_fn(y_pred, target)
+    weak, strong = y_pred[2:5].detach(), y_pred[5:]
+    conf, labels = weak.softmax(1).max(1)
+    mask = conf >= 0.5
+    expected_pseudo = (F.cross_entropy(strong, labels, reduction="none") * mask).mean()
+    assert torch.allclose(loss_fn.components["pseudo_loss"], expected_pseudo)
+    value.backward()
+    assert y_pred.grad[2:5].abs().sum() == 0  # no gradient through the weak view
+
+
+def test_teacher_predicts_the_weak_view_and_only_strong_goes_through_the_student():
+    teacher = torch.nn.Linear(4, 3)
+    batch = views_batch()
+    loss_fn = PseudoLabelLoss(alpha=1.0, teacher=teacher)
+    x, target = loss_fn.prepare_batch(batch)
+    assert x.shape == (5, 4) and target.views == 1
+    assert torch.equal(x[2:], batch.unlabeled.strong)
+    assert torch.allclose(target.teacher_logits, teacher(batch.unlabeled.weak))
+    assert not target.teacher_logits.requires_grad
+    y_pred = torch.randn(5, 3)
+    loss_fn(y_pred, target)
+    expected = F.cross_entropy(y_pred[2:], target.teacher_logits.argmax(1))
+    assert torch.allclose(loss_fn.components["pseudo_loss"], expected)
+    assert "teacher" not in dict(loss_fn.named_modules())  # the teacher's owner saves it
+
+
+def test_teacher_on_plain_unlabeled_inputs():
+    teacher = torch.nn.Linear(4, 3)
+    batch = SemiSupervisedBatch((torch.randn(2, 4), torch.tensor([0, 1])), unlabeled=torch.randn(3, 4))
+    x, target = PseudoLabelLoss(alpha=1.0, teacher=teacher).prepare_batch(batch)
+    assert x.shape == (5, 4) and target.teacher_logits.shape == (3, 3)
+
+
+def test_soft_pseudo_labels_with_temperature():
+    y_pred = torch.randn(5, 3)
+    loss_fn = PseudoLabelLoss(alpha=1.0, temperature=0.5)
+    loss_fn(y_pred, SemiSupervisedTarget(torch.tensor([0, 1])))
+    probs = y_pred[2:].softmax(1)
+    soft = probs**2 / (probs**2).sum(1, keepdim=True)
+    expected = -(soft * y_pred[2:].log_softmax(1)).sum(1).mean()
+    assert torch.allclose(loss_fn.components["pseudo_loss"], expected, atol=1e-6)
+
+
+def test_distribution_alignment_changes_labels_and_masks():
+    from ignite_pseudolabel import DistributionAlignment
+
+    # the model favours class 0 on every sample; alignment towards uniform flips the least sure one
+    y_pred = torch.log(torch.tensor([[0.5, 0.5], [0.9, 0.1], [0.55, 0.45]]))
+    target = SemiSupervisedTarget(torch.tensor([0]))
+    plain = PseudoLabelLoss(alpha=1.0)
+    plain(y_pred, target)
+    aligned = PseudoLabelLoss(alpha=1.0, alignment=DistributionAlignment(2, momentum=0.0))
+    aligned(y_pred, target)
+    running = torch.tensor([0.725, 0.275])
+    probs = torch.tensor([[0.9, 0.1], [0.55, 0.45]]) * 0.5 / running
+    labels = probs.argmax(1)
+    assert labels.tolist() == [0, 1]
+    assert torch.allclose(aligned.components["pseudo_loss"], F.cross_entropy(y_pred[1:], labels))
+
+
+def test_pseudo_accuracy_against_held_back_targets():
+    y_pred = torch.tensor([[0.0, 0.0], [9.0, 0.0], [0.0, 9.0], [9.0, 0.0], [0.0, 0.1]] + [[0.0, 0.0]] * 4)
+    target = SemiSupervisedTarget(torch.tensor([0]), views=2, sample_index=torch.tensor([3, 1, 0, 2]))
+    loss_fn = PseudoLabelLoss(threshold=0.9, alpha=1.0, held_back_targets=torch.tensor([0, 1, 1, 0]))
+    loss_fn(y_pred, target)
+    # weak predictions: rows 1..4 -> labels [0, 1, 0, 1], used [T, T, T, F]; truths of [3, 1, 0, 2] = [0, 1, 0, 1]
+    assert loss_fn.components["pseudo_accuracy"].item() == 1.0
+    loss_fn = PseudoLabelLoss(threshold=0.9, alpha=1.0, held_back_targets=torch.tensor([1, 1, 1, 1]))
+    loss_fn(y_pred, target)
+    assert loss_fn.components["pseudo_accuracy"].item() == pytest.approx(1 / 3)
+
+
+def test_policy_object_and_dense_freematch():
+    from ignite_pseudolabel import FlexMatchThreshold, FreeMatchThreshold
+
+    y_pred = torch.randn(2 + 2 * 2, 3, 4, 4, requires_grad=True)
+    target = SemiSupervisedTarget(torch.randint(0, 3, (2, 4, 4)), views=2, sample_index=torch.tensor([0, 1]))
+    loss_fn = PseudoLabelLoss(FreeMatchThreshold(3, momentum=0.0), alpha=1.0)
+    loss_fn(y_pred, target).backward()
+    weak = y_pred[2:4].detach().softmax(1)
+    tau = weak.amax(1).mean()
+    p = weak.mean((0, 2, 3))
+    thresholds = tau * p / p.max()
+    mask = weak.amax(1) >= thresholds[weak.argmax(1)]
+    assert torch.allclose(loss_fn.components["pseudo_mask_rate"], mask.float().mean())
+    assert torch.isfinite(y_pred.grad).all()
+    flex = PseudoLabelLoss(FlexMatchThreshold(0.9, num_classes=3, num_unlabeled=5), alpha=1.0)
+    with pytest.raises(ValueError, match=r"works on \(N, C\) predictions only"):
+        flex(y_pred, target)
+
+
+def test_non_finite_weak_predictions_are_left_out_of_the_statistics():
+    from ignite_pseudolabel import FreeMatchThreshold
+
+    y_pred = torch.tensor([[0.0, 0.0], [4.0, 0.0], [math.nan, 0.0], [0.0, 0.0], [0.0, 0.0]])
+    loss_fn = PseudoLabelLoss(FreeMatchThreshold(2, momentum=0.0), alpha=1.0)
+    value = loss_fn(y_pred, SemiSupervisedTarget(torch.tensor([0]), views=2))
+    assert torch.isfinite(value)
+    assert loss_fn.policy.global_threshold.item() == pytest.approx(torch.tensor([4.0, 0.0]).softmax(0).max().item())
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"temperature": 0.0}, ValueError, r"temperature should be a finite number in \(0, 1\]"),
+        ({"temperature": 2.0}, ValueError, r"temperature should be a finite number in \(0, 1\]"),
+        ({"alignment": "uniform"}, TypeError, "alignment should be a DistributionAlignment"),
+        ({"teacher": 3}, TypeError, "teacher should be a model"),
+        ({"held_back_targets": torch.rand(3)}, ValueError, "held_back_targets should be a 1-D tensor of integer"),
+    ],
+)
+def test_option_validation(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        PseudoLabelLoss(**kwargs)

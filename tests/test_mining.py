@@ -122,7 +122,7 @@ def test_miner_result_does_not_depend_on_batch_size():
 
 def test_miner_accepting_nothing_warns_once_and_leaves_an_empty_set():
     miner, _, _ = make_miner(threshold=1.0)
-    with pytest.warns(RuntimeWarning, match="accepted no sample at threshold 1.0"):
+    with pytest.warns(RuntimeWarning, match="accepted no sample in round 1 \\(threshold 1.0"):
         miner.run()
     assert len(miner.dataset) == 0 and miner.accuracy is None
     with warnings.catch_warnings():
@@ -252,3 +252,73 @@ def test_state_dict_round_trip_and_incompatible_configuration():
         small.load_state_dict(state)
     with pytest.raises(ValueError, match="Required state attribute 'indices' is absent"):
         fresh.load_state_dict({"labels": 1})
+
+
+# ------------------------------------------------------------------- criteria and growing pseudo sets
+def test_select_k_best_class_fraction_and_candidates():
+    conf = torch.tensor([0.9, 0.8, 0.7, 0.95, 0.6, 0.99])
+    labels = torch.tensor([0, 0, 0, 1, 1, 1])
+    assert select_pseudo_labels(conf, labels, k_best=2).tolist() == [3, 5]
+    assert select_pseudo_labels(conf, labels, 0.85, k_best=10).tolist() == [0, 3, 5]
+    # top ceil(0.5 * 3) = 2 of each class
+    assert select_pseudo_labels(conf, labels, class_fraction=0.5).tolist() == [0, 1, 3, 5]
+    assert select_pseudo_labels(conf, labels, 0.85, class_fraction=0.5).tolist() == [0, 3, 5]
+    candidates = torch.tensor([False, True, True, True, True, False])
+    assert select_pseudo_labels(conf, labels, k_best=2, candidates=candidates).tolist() == [1, 3]
+    assert select_pseudo_labels(torch.tensor([0.0, 0.5]), torch.tensor([0, 0]), k_best=5).tolist() == [1]
+    with pytest.raises(ValueError, match="candidates should be a bool mask"):
+        select_pseudo_labels(conf, labels, 0.5, candidates=torch.ones(6))
+
+
+def test_class_fraction_keeps_classes_balanced_relative_to_their_size():
+    conf = torch.rand(1000)
+    labels = torch.cat([torch.zeros(900, dtype=torch.long), torch.ones(100, dtype=torch.long)])
+    picked = select_pseudo_labels(conf, labels, class_fraction=0.2)
+    assert torch.bincount(labels[picked]).tolist() == [180, 20]
+    assert conf[picked][labels[picked] == 1].min() >= conf[900:].sort(descending=True).values[19]
+
+
+def test_grow_mode_keeps_labels_records_rounds_and_stops_at_max_rounds():
+    data = torch.tensor([[9.0, 0.0], [0.0, 9.0], [1.0, 0.0], [0.0, 1.0], [0.2, 0.0]])
+    model = nn.Linear(2, 2, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(torch.eye(2))
+    miner = PseudoLabelMiner(model, data, threshold=None, k_best=2, grow=True, max_rounds=2)
+    trainer = Engine(lambda e, b: None)
+    miner.attach(trainer, Events.EPOCH_COMPLETED)
+    trainer.run([0], max_epochs=1)
+    assert miner.indices.tolist() == [0, 1] and miner.accepted_round.tolist() == [1, 1, -1, -1, -1]
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[0.0, 1.0], [1.0, 0.0]]))  # the model now disagrees on old samples
+    trainer.run([0], max_epochs=3)
+    assert miner.rounds == 2  # max_rounds
+    assert miner.indices.tolist() == [0, 1, 2, 3]
+    assert miner.labels.tolist() == [0, 1, 1, 0]  # old labels kept, new ones from round 2
+    assert miner.accepted_round.tolist() == [1, 1, 2, 2, -1]
+    assert len(miner.dataset) == 4 and miner.dataset[2][1] == 1
+
+
+def test_replace_mode_records_the_current_round_only():
+    miner, _, _ = make_miner()
+    miner.run()
+    miner.run()
+    assert miner.accepted_round.tolist() == [2, -1, 2, -1, 2, -1, 2]
+
+
+def test_miner_needs_a_criterion_and_checks_new_configuration_keys():
+    with pytest.raises(ValueError, match="At least one of the arguments threshold, k_best or class_fraction"):
+        PseudoLabelMiner(nn.Identity(), torch.zeros(3, 2), threshold=None)
+    with pytest.raises(ValueError, match=r"class_fraction should be a finite number in \(0, 1\]"):
+        PseudoLabelMiner(nn.Identity(), torch.zeros(3, 2), class_fraction=0)
+    with pytest.raises(ValueError, match="max_rounds should be an integer >= 1"):
+        PseudoLabelMiner(nn.Identity(), torch.zeros(3, 2), max_rounds=0)
+    miner, _, _ = make_miner(grow=True)
+    miner.run()
+    state = miner.state_dict()
+    assert state["accepted_round"].tolist() == [1, -1, 1, -1, 1, -1, 1]
+    other, _, _ = make_miner(grow=False)
+    with pytest.raises(ValueError, match="saved with grow=True into a miner with grow=False"):
+        other.load_state_dict(state)
+    same, _, _ = make_miner(grow=True)
+    same.load_state_dict(state)
+    assert torch.equal(same.accepted_round, miner.accepted_round)

@@ -1,0 +1,105 @@
+import pytest
+import torch
+
+from ignite_pseudolabel import FixedThreshold, FlexMatchThreshold, FreeMatchThreshold, PseudoLabelLoss
+
+
+def valid(n):
+    return torch.ones(n, dtype=torch.bool)
+
+
+def test_fixed_threshold_edges_and_invalid_rows():
+    policy = FixedThreshold(0.9, num_classes=2)
+    probs = torch.tensor([[0.9, 0.1], [0.89, 0.11], [0.95, 0.05]])
+    assert policy(probs, torch.tensor([True, True, False])).tolist() == [True, False, False]
+    assert policy.class_thresholds.tolist() == pytest.approx([0.9, 0.9])
+
+
+def test_flexmatch_learning_effect_and_class_thresholds_by_hand():
+    policy = FlexMatchThreshold(0.9, num_classes=3, num_unlabeled=6)
+    # samples 0, 1 confidently class 0; sample 2 confidently class 1; sample 3 not confident
+    probs = torch.tensor([[0.95, 0.03, 0.02], [0.92, 0.04, 0.04], [0.05, 0.93, 0.02], [0.5, 0.3, 0.2]])
+    mask = policy(probs, valid(4), torch.tensor([0, 1, 2, 3]))
+    assert policy.selected.tolist() == [0, 0, 1, -1, -1, -1]
+    # warm-up: normalised by max(count_c, #unused) = max(2, 1, 0, 3) = 3
+    assert policy.learning_effect.tolist() == pytest.approx([2 / 3, 1 / 3, 0.0])
+    beta = torch.tensor([2 / 3, 1 / 3, 0.0])
+    assert policy.class_thresholds.tolist() == pytest.approx((0.9 * beta / (2 - beta)).tolist())
+    # class 0 threshold 0.45: sample 3 (0.5, class 0) is now used although below 0.9
+    assert mask.tolist() == [True, True, True, True]
+
+
+def test_flexmatch_without_warmup_and_other_mappings():
+    probs = torch.tensor([[0.95, 0.05], [0.97, 0.03], [0.1, 0.9]])
+    policy = FlexMatchThreshold(0.9, num_classes=2, num_unlabeled=10, warmup=False, mapping="linear")
+    policy(probs, valid(3), torch.tensor([0, 1, 2]))
+    assert policy.learning_effect.tolist() == pytest.approx([1.0, 0.5])
+    assert policy.class_thresholds.tolist() == pytest.approx([0.9, 0.45])
+    concave = FlexMatchThreshold(0.9, num_classes=2, num_unlabeled=10, warmup=False, mapping="concave")
+    concave(probs, valid(3), torch.tensor([0, 1, 2]))
+    assert concave.class_thresholds[1].item() == pytest.approx(0.9 * torch.log(torch.tensor(1.5)).item()
+                                                               / torch.log(torch.tensor(2.0)).item())
+
+
+def test_flexmatch_keeps_the_last_confident_class_and_ignores_invalid_rows():
+    policy = FlexMatchThreshold(0.9, num_classes=2, num_unlabeled=3)
+    policy(torch.tensor([[0.95, 0.05]]), valid(1), torch.tensor([1]))
+    policy(torch.tensor([[0.6, 0.4]]), valid(1), torch.tensor([1]))  # not confident: keeps class 0
+    assert policy.selected.tolist() == [-1, 0, -1]
+    policy(torch.tensor([[0.02, 0.98]]), torch.tensor([False]), torch.tensor([1]))  # invalid: no update
+    assert policy.selected.tolist() == [-1, 0, -1]
+    policy(torch.tensor([[0.02, 0.98]]), valid(1), torch.tensor([1]))
+    assert policy.selected.tolist() == [-1, 1, -1]
+
+
+def test_flexmatch_requires_positions():
+    policy = FlexMatchThreshold(0.9, num_classes=2, num_unlabeled=3)
+    with pytest.raises(ValueError, match="needs the positions of the unlabeled samples"):
+        policy(torch.tensor([[0.9, 0.1]]), valid(1), None)
+
+
+def test_freematch_ema_by_hand():
+    policy = FreeMatchThreshold(num_classes=2, momentum=0.5)
+    assert policy.global_threshold.item() == 0.5 and policy.class_probabilities.tolist() == [0.5, 0.5]
+    probs = torch.tensor([[0.9, 0.1], [0.7, 0.3], [0.5, 0.5]])
+    mask = policy(probs, torch.tensor([True, True, False]))
+    # mean confidence of the valid rows 0.8 -> tau = 0.5 * 0.5 + 0.5 * 0.8
+    assert policy.global_threshold.item() == pytest.approx(0.65)
+    assert policy.class_probabilities.tolist() == pytest.approx([0.65, 0.35])
+    assert policy.class_thresholds.tolist() == pytest.approx([0.65, 0.65 * 0.35 / 0.65])
+    assert mask.tolist() == [True, True, False]
+
+
+def test_freematch_without_valid_rows_keeps_its_statistics():
+    policy = FreeMatchThreshold(num_classes=3, momentum=0.9)
+    mask = policy(torch.full((2, 3), 1 / 3), torch.tensor([False, False]))
+    assert not mask.any() and policy.global_threshold.item() == pytest.approx(1 / 3)
+
+
+@pytest.mark.parametrize(
+    "factory, error, match",
+    [
+        (lambda: FixedThreshold(0), ValueError, r"threshold should be a finite number in \(0, 1\], but given 0"),
+        (lambda: FlexMatchThreshold(0.9, num_classes=1, num_unlabeled=3), ValueError, "num_classes should be"),
+        (lambda: FlexMatchThreshold(0.9, num_classes=2, num_unlabeled=0), ValueError, "num_unlabeled should be"),
+        (lambda: FlexMatchThreshold(0.9, num_classes=2, num_unlabeled=3, mapping="cubic"), ValueError,
+         "mapping should be one of 'convex', 'linear', 'concave'"),
+        (lambda: FreeMatchThreshold(2, momentum=1.0), ValueError, r"momentum should be a finite number in \[0, 1\)"),
+    ],
+)
+def test_argument_validation(factory, error, match):
+    with pytest.raises(error, match=match):
+        factory()
+
+
+def test_statistics_round_trip_through_the_loss_state_dict():
+    loss = PseudoLabelLoss(FlexMatchThreshold(0.9, num_classes=2, num_unlabeled=4))
+    loss.policy(torch.tensor([[0.95, 0.05]]), valid(1), torch.tensor([2]))
+    state = loss.state_dict()
+    assert set(state) == {"policy.selected", "policy.learning_effect"}
+    fresh = PseudoLabelLoss(FlexMatchThreshold(0.9, num_classes=2, num_unlabeled=4))
+    fresh.load_state_dict(state)
+    assert fresh.policy.selected.tolist() == [-1, -1, 0, -1]
+    other = PseudoLabelLoss(FlexMatchThreshold(0.9, num_classes=2, num_unlabeled=5))
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        other.load_state_dict(state)
