@@ -29,6 +29,12 @@ Usage:
     # resume an interrupted run where it stopped
     python examples/mnist_pseudo_label.py --resume
 
+    # several GPUs (or CPU processes) through ignite.distributed: spawned here ...
+    python examples/mnist_pseudo_label.py --backend nccl --nproc-per-node 4
+    # ... or launched by torchrun
+    torchrun --nproc_per_node 4 examples/mnist_pseudo_label.py --backend nccl
+    (batch sizes are global: each of the N processes loads 1/N of every batch)
+
     tensorboard --logdir outputs/mnist_pseudo_label
 """
 
@@ -47,12 +53,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import ignite.distributed as idist
 import torch
 from ignite.engine import Events, create_supervised_evaluator, create_supervised_trainer
 from ignite.handlers import ProgressBar, TensorboardLogger
 from ignite.metrics import Accuracy, Loss
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from torchvision.transforms import v2
 from torchvision.utils import make_grid
 
@@ -170,19 +177,22 @@ def run_method(method: str, args: argparse.Namespace, data: dict[str, Any], devi
                baseline: dict[str, torch.Tensor] | None) -> dict[str, Any]:
     """Trains one method, tests its best-validation model and returns its results."""
     out = Path(args.output_dir) / method
+    rank0 = idist.get_rank() == 0
     torch.manual_seed(args.seed)
     generator = torch.Generator().manual_seed(args.seed)
-    loader = functools.partial(DataLoader, num_workers=args.num_workers, pin_memory=device.type == "cuda")
+    # idist.auto_dataloader adds a DistributedSampler and splits the batch size across processes.
+    loader = functools.partial(idist.auto_dataloader, num_workers=args.num_workers, pin_memory=device.type == "cuda")
     labeled = loader(data["labeled"], batch_size=args.batch_size, shuffle=True, generator=generator)
-    validation = loader(data["validation"], batch_size=args.eval_batch_size)
-    test = loader(data["test"], batch_size=args.eval_batch_size)
+    validation = loader(data["validation"], batch_size=args.eval_batch_size, shuffle=False)
+    test = loader(data["test"], batch_size=args.eval_batch_size, shuffle=False)
 
-    model = Net().to(device)
+    net = Net()
     if method == "mined":
-        model.load_state_dict(baseline)  # training continues from the best supervised model
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+        net.load_state_dict(baseline)  # training continues from the best supervised model
+    model = idist.auto_model(net)  # moved to the device; DistributedDataParallel under several processes
+    optimizer = idist.auto_optim(torch.optim.Adam(model.parameters(), lr=args.lr))
     criterion = nn.CrossEntropyLoss()
-    to_save: dict[str, Any] = {"model": model, "optimizer": optimizer}
+    to_save: dict[str, Any] = {"model": net, "optimizer": optimizer}
     miner = None
     if method == "supervised":
         trainer = create_supervised_trainer(model, optimizer, criterion, device=device, non_blocking=True)
@@ -195,13 +205,14 @@ def run_method(method: str, args: argparse.Namespace, data: dict[str, Any], devi
         ramp = ipl.AlphaRamp(t1=args.t1, t2=args.t2, alpha_f=args.alpha_f)
         ramp.attach(trainer)
         to_save["alpha"] = ramp
+        to_save["loss"] = loss
         if method == "online":
             unlabeled = loader(data["unlabeled_train"], batch_size=args.unlabeled_batch_size, shuffle=True,
-                               generator=generator)
+                               generator=generator, drop_last=True)
             train_data = ipl.SemiSupervisedLoader(labeled, unlabeled=unlabeled)
         else:
             # The tutorial mines once with the frozen baseline; --remine-every re-mines with the current model.
-            teacher = model if args.remine_every else copy.deepcopy(model)
+            teacher = net if args.remine_every else copy.deepcopy(net)
             miner = ipl.PseudoLabelMiner(teacher, data["unlabeled_eval"], threshold=args.threshold,
                                          train_dataset=data["unlabeled_train"], device=device,
                                          batch_size=args.eval_batch_size, num_workers=args.num_workers,
@@ -210,7 +221,7 @@ def run_method(method: str, args: argparse.Namespace, data: dict[str, Any], devi
             if args.remine_every:
                 event = Events.STARTED | Events.EPOCH_COMPLETED(every=args.remine_every)
             miner.attach(trainer, event)
-            if args.progress:
+            if args.progress and rank0:
                 ProgressBar(desc="mining", persist=False).attach(miner.engine)
             train_data = ipl.SemiSupervisedLoader(labeled, pseudo=miner.dataset, loader_fn=functools.partial(
                 loader, batch_size=args.unlabeled_batch_size, shuffle=True, generator=generator))
@@ -221,21 +232,24 @@ def run_method(method: str, args: argparse.Namespace, data: dict[str, Any], devi
     metrics = {"accuracy": Accuracy(device=device), "loss": Loss(criterion, device=device)}
     evaluator = create_supervised_evaluator(model, metrics=metrics, device=device, non_blocking=True)
     tester = create_supervised_evaluator(model, metrics={"accuracy": Accuracy(device=device)}, device=device)
-    best = ipl.BestValCheckpoint(evaluator, model, out / "checkpoints", data=validation, metric_name="accuracy",
+    # Checkpoints are written by rank 0 (Ignite's Checkpoint); every rank validates (metrics are all-reduced).
+    best = ipl.BestValCheckpoint(evaluator, net, out / "checkpoints", data=validation, metric_name="accuracy",
                                  resume_objects=to_save)
     best.attach(trainer)
-    if args.progress:
-        ProgressBar(desc=method, persist=False).attach(trainer, output_transform=lambda loss: {"loss": loss})
-
-    tb = TensorboardLogger(log_dir=str(out / "tb"))
-    ipl.attach_tensorboard(tb, trainer, evaluators={"validation": evaluator}, miner=miner,
-                           log_every=args.log_every, optimizer=optimizer)
-    if miner is not None:
-        log_mined_samples(tb, miner, trainer, data["unlabeled_raw"])
+    tb = None
+    if rank0:  # progress bars and TensorBoard once
+        if args.progress:
+            ProgressBar(desc=method, persist=False).attach(trainer, output_transform=lambda loss: {"loss": loss})
+        tb = TensorboardLogger(log_dir=str(out / "tb"))
+        ipl.attach_tensorboard(tb, trainer, evaluators={"validation": evaluator}, miner=miner,
+                               log_every=args.log_every, optimizer=optimizer, loss=to_save.get("loss"))
+        if miner is not None:
+            log_mined_samples(tb, miner, trainer, data["unlabeled_raw"])
 
     if args.resume and best.find_last_checkpoint() is not None:
         path = best.resume()
-        print(f"[{method}] resumed from {path} at epoch {trainer.state.epoch}")
+        if rank0:
+            print(f"[{method}] resumed from {path} at epoch {trainer.state.epoch}")
     if args.kill_after_epoch:  # for testing resume: a real SIGKILL once that epoch's checkpoint is on disk
         trainer.add_event_handler(Events.EPOCH_STARTED(once=args.kill_after_epoch + 1),
                                   lambda _: os.kill(os.getpid(), signal.SIGKILL))
@@ -244,9 +258,10 @@ def run_method(method: str, args: argparse.Namespace, data: dict[str, Any], devi
     if trainer.state.epoch < args.epochs:
         trainer.run(train_data, max_epochs=args.epochs)
     seconds = time.perf_counter() - start
-    tb.close()
-
-    best.load_best(model)
+    if tb is not None:
+        tb.close()
+    idist.barrier()  # the best file is on disk before every rank loads it
+    best.load_best(net)
     result = {
         "test_accuracy": tester.run(test).metrics["accuracy"],
         "best_val_accuracy": best.best_score,
@@ -281,17 +296,20 @@ def log_mined_samples(tb: TensorboardLogger, miner: ipl.PseudoLabelMiner, traine
 
 
 # ------------------------------------------------------------------------------------------------ run
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Runs the requested methods and returns (and writes) the results."""
-    device = torch.device(args.device)
+def run(local_rank: int, args: argparse.Namespace) -> dict[str, Any]:
+    """Runs the requested methods in one process and returns (rank 0 also writes) the results."""
+    device = idist.device() if idist.get_world_size() > 1 else torch.device(args.device)
     if device.type == "cpu" and args.threads:
         torch.set_num_threads(args.threads)
+    rank0 = idist.get_rank() == 0
     data = build_data(args)
     methods = list(dict.fromkeys(args.methods))
     if "mined" in methods and "supervised" not in methods and not _baseline_path(args).exists():
         methods.insert(0, "supervised")  # mining needs a trained baseline
-    print(f"{args.dataset}: {data['split']['labeled']} labeled, {data['split']['validation']} validation, "
-          f"{data['split']['unlabeled']} unlabeled, {len(data['test'])} test images; device {device}")
+    if rank0:
+        print(f"{args.dataset}: {data['split']['labeled']} labeled, {data['split']['validation']} validation, "
+              f"{data['split']['unlabeled']} unlabeled, {len(data['test'])} test images; device {device}, "
+              f"{idist.get_world_size()} process(es)")
 
     results: dict[str, Any] = {}
     for method in methods:
@@ -299,15 +317,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if method == "mined":
             baseline = torch.load(_baseline_path(args), map_location=device, weights_only=True)
         results[method] = run_method(method, args, data, device, baseline)
-        if method == "supervised":
+        if method == "supervised" and rank0:
             shutil.copyfile(results[method]["best_checkpoint"], _baseline_path(args))
-        print(f"[{method}] test accuracy {results[method]['test_accuracy']:.4f}")
+        idist.barrier()
+        if rank0:
+            print(f"[{method}] test accuracy {results[method]['test_accuracy']:.4f}")
 
-    report = {"config": vars(args), "split": data["split"], "device": _describe(device), "results": results}
-    path = Path(args.output_dir) / "results.json"
-    path.write_text(json.dumps(report, indent=2))
-    print_table(results)
-    print(f"\nResults: {path}\nTensorBoard: tensorboard --logdir {args.output_dir}")
+    report = {"config": vars(args), "split": data["split"], "device": _describe(device),
+              "processes": idist.get_world_size(), "results": results}
+    if rank0:
+        path = Path(args.output_dir) / "results.json"
+        path.write_text(json.dumps(report, indent=2))
+        print_table(results)
+        print(f"\nResults: {path}\nTensorBoard: tensorboard --logdir {args.output_dir}")
     return report
 
 
@@ -354,7 +376,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
                    help="random rotations and shifts of training images (no flips)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split, the initialisation and the shuffles")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="device of a single-process run (with --backend: each process's own GPU, or the CPU)")
+    p.add_argument("--backend", choices=("nccl", "gloo"), default=None,
+                   help="ignite.distributed backend: nccl for GPUs, gloo for CPU processes")
+    p.add_argument("--nproc-per-node", type=int, default=None,
+                   help="with --backend: processes to spawn (leave out when launched by torchrun)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     p.add_argument("--num-workers", type=int, default=0, help="DataLoader workers")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=sys.stderr.isatty(),
@@ -369,5 +396,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    with idist.Parallel(backend=args.backend, nproc_per_node=args.nproc_per_node) as parallel:
+        parallel.run(run, args)
+
+
 if __name__ == "__main__":
-    run(parse_args())
+    main()

@@ -10,6 +10,7 @@ from .data import SemiSupervisedBatch, SemiSupervisedLoader, SemiSupervisedTarge
 from .datasets import PseudoLabeledDataset, UnlabeledDataset
 from .losses import PseudoLabelLoss, hard_pseudo_labels, masked_cross_entropy, masked_soft_cross_entropy
 from .mining import PseudoLabelMiner, select_pseudo_labels
+from .rng import RNGState
 from .schedules import AlphaRamp, lee_ramp
 from .split import SplitIndices, class_balanced_split
 from .tensorboard import attach_tensorboard, log_mining
@@ -27,6 +28,7 @@ __all__ = [
     "PseudoLabelLoss",
     "PseudoLabelMiner",
     "PseudoLabeledDataset",
+    "RNGState",
     "SemiSupervisedBatch",
     "SemiSupervisedLoader",
     "SemiSupervisedTarget",

@@ -51,7 +51,7 @@ class DistributionAlignment(nn.Module):
 
     def __init__(self, num_classes: int, target: torch.Tensor | None = None, momentum: float = 0.999) -> None:
         super().__init__()
-        num_classes = check_int("num_classes", num_classes, minimum=2)
+        self.num_classes = num_classes = check_int("num_classes", num_classes, minimum=2)
         self.momentum = check_float("momentum", momentum, low=0.0, high=1.0, high_inclusive=False)
         if target is None:
             target = torch.full((num_classes,), 1.0 / num_classes)

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import re
+import tempfile
 import warnings
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import ignite.distributed as idist
 import torch
 from ignite.engine import CallableEventWithFilter, Engine, Events, EventsList
 from ignite.handlers import Checkpoint, DiskSaver, global_step_from_engine
@@ -21,11 +24,16 @@ __all__ = ["BestValCheckpoint"]
 
 
 class _SafeDiskSaver(DiskSaver):
-    """An atomic :class:`~ignite.handlers.DiskSaver` that deletes replaced files only after a successful save.
+    """A :class:`~ignite.handlers.DiskSaver` whose writes survive crashes and full disks.
 
-    Ignite's ``Checkpoint`` removes the file it replaces *before* writing the new one; if that write
-    fails (a full disk, a crash) the previous best would be lost. Here removals wait for the next
-    write to succeed.
+    * Ignite's ``Checkpoint`` removes the file it replaces *before* writing the new one; if that
+      write failed (a full disk, a crash) the previous best would be lost. Here removals wait until
+      the next write has succeeded.
+    * Each file is written to a temporary file in the same directory, flushed to the disk
+      (``fsync``) and renamed over its final name, then the directory entry is synced: a crash at
+      any point leaves either the complete old file or the complete new one.
+
+    Only ``save_on_rank`` (rank 0) writes, as in Ignite.
     """
 
     def __init__(self, dirname: str | Path) -> None:
@@ -36,11 +44,29 @@ class _SafeDiskSaver(DiskSaver):
         self.pending_removals.append(filename)
 
     def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
-        super().__call__(checkpoint, filename, metadata)
-        for name in self.pending_removals:
-            if name != filename:
-                super().remove(name)
+        if idist.get_rank() == self.save_on_rank:
+            self._write(checkpoint, self.dirname / filename)
+            for name in self.pending_removals:
+                if name != filename:
+                    (self.dirname / name).unlink(missing_ok=True)
         self.pending_removals = []
+
+    def _write(self, checkpoint: Mapping, path: Path) -> None:
+        fd, tmp = tempfile.mkstemp(dir=self.dirname, prefix=".partial_", suffix=".pt")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        directory = os.open(self.dirname, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
 
 
 class BestValCheckpoint:

@@ -13,11 +13,12 @@ from typing import Any, Callable, NamedTuple
 
 import torch
 from ignite.utils import convert_tensor
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, RandomSampler
 
 from ._validation import optional_int
 from .augment import Views
 from .datasets import PseudoLabeledDataset
+from .rng import RNGState
 
 __all__ = ["SemiSupervisedBatch", "SemiSupervisedLoader", "SemiSupervisedTarget"]
 
@@ -76,9 +77,11 @@ class _Stream:
     which ``loader_fn`` builds a new loader after every update, so that samplers see the new size.
     """
 
-    def __init__(self, source: Iterable, loader_fn: Callable[[Any], Iterable] | None = None) -> None:
+    def __init__(self, source: Iterable, loader_fn: Callable[[Any], Iterable] | None = None,
+                 seed: int | None = None) -> None:
         self.source = source
         self.loader_fn = loader_fn
+        self.seed = seed
         self.iterable: Iterable | None = source if loader_fn is None else None
         self.passes = 0  # passes started so far
         self.offset = 0  # items taken in the current pass
@@ -93,14 +96,32 @@ class _Stream:
         self._iterator = None  # let a DataLoader shut its workers down before new ones start
         self.passes += 1
         self.offset = 0
-        set_epoch = getattr(getattr(self.iterable, "sampler", None), "set_epoch", None)
+        sampler = getattr(self.iterable, "sampler", None)
+        set_epoch = getattr(sampler, "set_epoch", None)
         if callable(set_epoch):
             set_epoch(self.passes - 1)
+        if self.seed is not None:
+            self._seed_pass(sampler)
         self._iterator = iter(self.iterable)  # type: ignore[arg-type]
-        for _ in range(self._skip):
-            next(self._iterator)
-            self.offset += 1
+        if self._skip:
+            # Replaying the consumed part of the pass must not draw from the global generators
+            # (augmentations do): the checkpointed state already accounts for those draws.
+            saved = RNGState().state_dict()
+            for _ in range(self._skip):
+                next(self._iterator)
+                self.offset += 1
+            RNGState().load_state_dict(saved)
         self._skip = 0
+
+    def _seed_pass(self, sampler: Any) -> None:
+        """Makes the pass's shuffle (and the workers' base seed) a function of (seed, pass) only."""
+        seed = (self.seed * 1_000_003 + self.passes) % (2**63)  # type: ignore[operator]
+        if isinstance(sampler, RandomSampler):
+            if sampler.generator is None:
+                sampler.generator = torch.Generator()
+            sampler.generator.manual_seed(seed)
+            if isinstance(self.iterable, DataLoader):
+                self.iterable.generator = sampler.generator
 
     def next_or_none(self) -> Any:
         """The next item, or ``None`` while the pseudo-labeled set is empty."""
@@ -167,6 +188,11 @@ class SemiSupervisedLoader:
             Default: ``DataLoader(dataset, batch_size=labeled.batch_size, shuffle=True)``.
         epoch_length: batches per epoch (default ``len(labeled)``); when it differs from
             ``len(labeled)`` the labeled loader cycles across epochs too.
+        seed: makes every pass's shuffle a function of ``(seed, pass)``: the ``RandomSampler`` of each
+            ``DataLoader`` (and its workers' base seed) is re-seeded at the start of each pass. With
+            this and :class:`RNGState` in the checkpoint, a resumed run repeats the interrupted run
+            exactly. ``DistributedSampler`` needs no seed here: its order already depends on
+            ``set_epoch(pass)`` and its own ``seed``.
 
     Examples:
         >>> import torch
@@ -188,6 +214,7 @@ class SemiSupervisedLoader:
         pseudo: PseudoLabeledDataset | Iterable | None = None,
         loader_fn: Callable[[Any], Iterable] | None = None,
         epoch_length: int | None = None,
+        seed: int | None = None,
     ) -> None:
         if (unlabeled is None) == (pseudo is None):
             raise ValueError("Exactly one of the arguments unlabeled (online pseudo-labels) or pseudo (mined "
@@ -198,6 +225,7 @@ class SemiSupervisedLoader:
                 raise TypeError(f"Argument {name} should be an iterable (e.g. a DataLoader), but given "
                                 f"{type(value).__name__}")
         epoch_length = optional_int("epoch_length", epoch_length, minimum=1)
+        seed = optional_int("seed", seed, minimum=0)
         if epoch_length is None:
             n = _sized_len(labeled)
             if n is None:
@@ -223,9 +251,10 @@ class SemiSupervisedLoader:
         self.labeled = labeled
         self.epoch_length = epoch_length
         self.mode = "online" if unlabeled is not None else "pseudo"
-        self._labeled_stream = _Stream(labeled)
+        self._labeled_stream = _Stream(labeled, seed=seed)
         self._second = _Stream(unlabeled if unlabeled is not None else pseudo,  # type: ignore[arg-type]
-                               loader_fn if isinstance(pseudo, PseudoLabeledDataset) else None)
+                               loader_fn if isinstance(pseudo, PseudoLabeledDataset) else None,
+                               seed=None if seed is None else seed + 1)
 
     def __len__(self) -> int:
         return self.epoch_length if self.epoch_length is not None else len(self.labeled)  # type: ignore[arg-type]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import ignite.distributed as idist
 import torch
 import torch.nn.functional as F
 from ignite.engine import Engine, Events
@@ -313,7 +314,7 @@ class PseudoLabelLoss(torch.nn.Module):
                              f"plus {expected} pseudo-labeled or unlabeled rows ({target.views} view(s))")
         supervised = self.supervised_loss(y_pred[:n_labeled], target.labels)
         zero = torch.zeros((), device=y_pred.device)
-        accuracy = None
+        accuracy: tuple[torch.Tensor, torch.Tensor] | None = None
         if n_other == 0:
             pseudo, mask_rate = zero, zero
         elif target.pseudo_labels is not None:
@@ -331,12 +332,7 @@ class PseudoLabelLoss(torch.nn.Module):
             pseudo, mask, labels = self._online_term(source.detach(), student, target.sample_index)
             mask_rate = mask.float().mean()
             accuracy = self._accuracy(labels, mask, target.sample_index)
-        self.components = {
-            "supervised_loss": supervised.detach(),
-            "pseudo_loss": pseudo.detach(),
-            "pseudo_mask_rate": mask_rate.detach(),
-            "pseudo_accuracy": accuracy,
-        }
+        self.components = self._components(supervised, pseudo, mask_rate, accuracy)
         alpha = self.current_alpha()
         return supervised if alpha == 0.0 or n_other == 0 else supervised + alpha * pseudo
 
@@ -345,6 +341,11 @@ class PseudoLabelLoss(torch.nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The pseudo term of online pseudo-labels, the mask used and the hard labels."""
         num_classes = source.shape[1]
+        for name, module in (("threshold policy", self.policy), ("alignment", self.alignment)):
+            expected = getattr(module, "num_classes", None)
+            if expected is not None and expected != num_classes:
+                raise ValueError(f"The model outputs {num_classes} classes, but the {name} "
+                                 f"{type(module).__name__} was built for num_classes={expected}")
         # Work on (M, C) rows: one per sample, or one per element of dense predictions.
         rows = source.float().movedim(1, -1).reshape(-1, num_classes)
         valid = torch.isfinite(rows).all(dim=1)
@@ -375,13 +376,39 @@ class PseudoLabelLoss(torch.nn.Module):
         if buffer is not None and buffer.device != t.device:
             module.to(t.device)
 
-    def _accuracy(self, labels: torch.Tensor, mask: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor | None:
+    def _accuracy(
+        self, labels: torch.Tensor, mask: torch.Tensor, index: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(correct, used) counts of the used pseudo-labels against the held-back targets."""
         if self.held_back_targets is None or index is None or labels.ndim != 1:
             return None
         if self.held_back_targets.device != labels.device:
             self.held_back_targets = self.held_back_targets.to(labels.device)
         correct = (labels == self.held_back_targets[index]) & mask
-        return (correct.sum() / mask.sum().clamp(min=1)).detach()
+        return correct.sum().float(), mask.sum().float()
+
+    @staticmethod
+    def _components(
+        supervised: torch.Tensor,
+        pseudo: torch.Tensor,
+        mask_rate: torch.Tensor,
+        accuracy: tuple[torch.Tensor, torch.Tensor] | None,
+    ) -> dict[str, Any]:
+        """Detached scalars for logging; averaged over processes under ``ignite.distributed`` (no host sync)."""
+        values = [supervised.detach().float(), pseudo.detach().float(), mask_rate.detach().float()]
+        if accuracy is not None:
+            values += list(accuracy)
+        stats = torch.stack(values)
+        world_size = idist.get_world_size()
+        if world_size > 1:
+            stats = idist.all_reduce(stats)  # type: ignore[assignment]
+            stats[:3] = stats[:3] / world_size
+        return {
+            "supervised_loss": stats[0],
+            "pseudo_loss": stats[1],
+            "pseudo_mask_rate": stats[2],
+            "pseudo_accuracy": stats[3] / stats[4].clamp(min=1) if accuracy is not None else None,
+        }
 
     def extra_repr(self) -> str:
         alpha = self.alpha if self.alpha is not None else repr(self.alpha_name)

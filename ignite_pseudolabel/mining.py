@@ -8,11 +8,13 @@ from collections.abc import Mapping
 from contextlib import nullcontext
 from typing import Any
 
+import ignite.distributed as idist
 import torch
 from ignite.base import Serializable
 from ignite.engine import CallableEventWithFilter, Engine, Events, EventsList
 from ignite.utils import convert_tensor
 from torch.utils.data import DataLoader, Dataset
+from torch.utils.data.distributed import DistributedSampler
 
 from ._validation import check_int, optional_float, optional_int, optional_threshold
 from .datasets import PseudoLabeledDataset
@@ -138,6 +140,11 @@ class PseudoLabelMiner(Serializable):
     batch it only appends the positions, labels and confidences to lists on the device (no host
     synchronisation); they are concatenated once at the end. Predictions with a non-finite logit are
     never accepted.
+
+    Under ``ignite.distributed`` every rank predicts its shard of ``dataset``; at the end of the round
+    the (position, label, confidence) triples of all ranks are gathered, the repeats that
+    ``DistributedSampler`` pads the shards with are dropped, and every rank selects from the same
+    predictions, so all ranks hold the identical pseudo-labeled set. Call the miner on every rank.
 
     By default every round replaces the pseudo-labeled set. With ``grow=True`` the set grows as in
     scikit-learn's ``SelfTrainingClassifier``: an accepted sample keeps the label it was accepted
@@ -345,8 +352,15 @@ class PseudoLabelMiner(Serializable):
         return self.dataset
 
     def _make_loader(self) -> DataLoader:
+        """A sequential loader over ``(position, input)`` pairs; under ``ignite.distributed`` each rank
+        reads its shard (``DistributedSampler`` without shuffling, which pads with repeated samples)."""
         device = self._device()
-        return DataLoader(_Indexed(self.source), batch_size=self.batch_size, shuffle=False,
+        dataset = _Indexed(self.source)
+        sampler = None
+        if idist.get_world_size() > 1:
+            sampler = DistributedSampler(dataset, num_replicas=idist.get_world_size(), rank=idist.get_rank(),
+                                         shuffle=False)
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=False, sampler=sampler,
                           num_workers=self.num_workers, pin_memory=device.type == "cuda")
 
     def _device(self) -> torch.device:
@@ -385,11 +399,31 @@ class PseudoLabelMiner(Serializable):
         if self.num_classes is None:
             self.num_classes = int(logits.shape[1])
 
-    def _select(self, _: Engine) -> None:
-        positions, labels, confidences = (torch.cat(b).cpu() for b in self._buffers)
+    def _gather(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """All predictions of this round, from every rank, once per position, sorted by position (CPU)."""
+        device = self._device()
+        positions = torch.cat(self._buffers[0]).to(device)
+        labels = torch.cat(self._buffers[1])
+        confidences = torch.cat(self._buffers[2])
         self._buffers = ([], [], [])
-        order = torch.argsort(positions)  # a no-op for the sequential loader; robust to any sampler
+        if idist.get_world_size() > 1:
+            # Shards may differ in size: gather with explicit shapes (plain all_gather needs equal ones).
+            sizes = idist.all_gather(torch.tensor([positions.numel()], device=device)).tolist()
+            shapes = [[int(n)] for n in sizes]
+            positions, labels, confidences = (
+                torch.cat(idist.all_gather_tensors_with_shapes(t.contiguous(), shapes))
+                for t in (positions, labels.to(device), confidences.to(device))
+            )
+        positions, labels, confidences = positions.cpu(), labels.cpu(), confidences.cpu()
+        # Sort by position and drop the repeats that DistributedSampler pads the shards with.
+        order = torch.argsort(positions, stable=True)
         positions, labels, confidences = positions[order], labels[order], confidences[order]
+        first = torch.ones_like(positions, dtype=torch.bool)
+        first[1:] = positions[1:] != positions[:-1]
+        return positions[first], labels[first], confidences[first]
+
+    def _select(self, _: Engine) -> None:
+        positions, labels, confidences = self._gather()
         self.num_non_finite = int((confidences == 0).sum())
         candidates = self.accepted_round[positions] < 0 if self.grow else None
         keep = select_pseudo_labels(confidences, labels, self.threshold, max_per_class=self.max_per_class,

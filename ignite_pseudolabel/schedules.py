@@ -49,7 +49,8 @@ class AlphaRamp(StateParamScheduler):
 
     The value is a pure function of the engine's own counter: with ``granularity="epoch"`` the alpha
     used while training epoch ``t`` (Ignite counts epochs from 1) is exactly ``lee_ramp(t, t1, t2,
-    alpha_f)``, so epochs ``1 .. t1`` train with alpha 0 and epoch ``t2`` onwards with ``alpha_f``.
+    alpha_f)``, so epochs ``1 .. t1`` train with alpha 0 (``1 .. t1 - 1`` when ``t1 == t2``) and
+    epoch ``t2`` onwards with ``alpha_f``.
     With ``granularity="iteration"`` ``t`` is the global iteration (from 1) and ``t1`` / ``t2`` count
     iterations. Because the value is recomputed from the engine's counter, it is right after a resume
     even before this handler's own state is restored (its state only holds the history).
@@ -58,7 +59,7 @@ class AlphaRamp(StateParamScheduler):
     alpha_f = 1e-4, which makes the pseudo-label term negligible.
 
     Args:
-        t1: first step of the ramp (alpha is 0 up to and including it). Integer >= 0.
+        t1: first step of the ramp (alpha is 0 up to and including it, unless ``t2 == t1``). Integer >= 0.
         t2: step from which alpha equals ``alpha_f``. Integer >= ``t1``.
         alpha_f: final weight, a finite number >= 0.
         granularity: ``"epoch"`` or ``"iteration"``: which counter ``t`` is.

@@ -29,20 +29,27 @@ def _masked_mean(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
 
 
 class ThresholdPolicy(nn.Module):
-    """Base class: ``forward(probs, valid, index) -> mask``.
+    """Base class of the threshold policies: decides which online pseudo-labels to use.
 
-    Args of ``forward``:
-        probs: ``(M, C)`` class probabilities of the unlabeled predictions (rows: samples, or pixels
-            of dense predictions).
-        valid: ``(M,)`` bool, False for predictions with non-finite logits (never used, and left out
-            of every statistic).
-        index: ``(M,)`` positions of the samples in the unlabeled dataset, or ``None``.
+    Subclasses implement :meth:`forward` and :attr:`class_thresholds`.
     """
 
     #: whether the policy needs the samples' positions (``Views.sample_index``)
     needs_index = False
 
     def forward(self, probs: torch.Tensor, valid: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        """Returns the mask of the pseudo-labels to use and updates the statistics.
+
+        Args:
+            probs: ``(M, C)`` class probabilities of the unlabeled predictions (rows: samples, or
+                elements of dense predictions).
+            valid: ``(M,)`` bool, False for predictions with non-finite logits (never used, and left
+                out of every statistic).
+            index: ``(M,)`` positions of the samples in the unlabeled dataset, or ``None``.
+
+        Returns:
+            ``(M,)`` bool mask.
+        """
         raise NotImplementedError
 
     @property
@@ -139,7 +146,9 @@ class FlexMatchThreshold(ThresholdPolicy):
             index, update = idist.all_gather(index), idist.all_gather(update)  # type: ignore[assignment]
         keep = update >= 0
         self.selected.index_put_((index,), torch.where(keep, update, self.selected[index]))
-        counts = torch.bincount(self.selected + 1, minlength=self.num_classes + 1)
+        # scatter_add into a fixed size: unlike bincount it does not read the maximum back to the host
+        counts = torch.zeros(self.num_classes + 1, dtype=torch.int64, device=self.selected.device)
+        counts.scatter_add_(0, self.selected + 1, torch.ones_like(self.selected))
         normaliser = counts.max() if self.warmup else counts[1:].max()
         self.learning_effect = counts[1:].to(probs.dtype) / normaliser.clamp(min=1)
         return valid & (confidence >= self.class_thresholds.to(probs.dtype)[labels])

@@ -322,3 +322,14 @@ def test_non_finite_weak_predictions_are_left_out_of_the_statistics():
 def test_option_validation(kwargs, error, match):
     with pytest.raises(error, match=match):
         PseudoLabelLoss(**kwargs)
+
+
+def test_class_count_that_disagrees_with_the_model_is_a_clear_error():
+    from ignite_pseudolabel import DistributionAlignment, FreeMatchThreshold
+
+    target = SemiSupervisedTarget(torch.tensor([0]))
+    with pytest.raises(ValueError, match="outputs 3 classes, but the threshold policy FreeMatchThreshold was built "
+                                         "for num_classes=10"):
+        PseudoLabelLoss(FreeMatchThreshold(10), alpha=1.0)(torch.randn(3, 3), target)
+    with pytest.raises(ValueError, match="alignment DistributionAlignment was built for num_classes=4"):
+        PseudoLabelLoss(alignment=DistributionAlignment(4), alpha=1.0)(torch.randn(3, 3), target)

@@ -61,3 +61,30 @@ def test_argument_validation(tmp_path):
     with pytest.raises(ValueError, match="log_every should be an integer >= 1, but given 0"):
         attach_tensorboard(tb, trainer, log_every=0)
     tb.close()
+
+
+def test_mining_that_accepts_nothing_keeps_training_and_logs_zero(tmp_path):
+    import warnings
+
+    labeled, x_u, _ = loaders()
+    model = mlp()
+    loss = PseudoLabelLoss()
+    trainer = create_supervised_trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), loss,
+                                        prepare_batch=loss.prepare_batch)
+    loss.attach(trainer)
+    AlphaRamp(t1=0, t2=0, alpha_f=1.0).attach(trainer)
+    miner = PseudoLabelMiner(model, x_u, threshold=1.0)  # nothing reaches a confidence of exactly 1
+    miner.attach(trainer, Events.EPOCH_COMPLETED)
+    tb = TensorboardLogger(log_dir=tmp_path)
+    attach_tensorboard(tb, trainer, miner=miner)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.run(SemiSupervisedLoader(labeled, pseudo=miner.dataset), max_epochs=3)
+    tb.close()
+    empty = [w for w in caught if "accepted no sample" in str(w.message)]
+    assert len(empty) == 1  # warned once, not every round
+    assert miner.rounds == 3 and trainer.state.iteration == 9 and trainer.state.num_pseudo_labels == 0
+    scalars, _ = read_scalars(tmp_path)
+    assert [v for _, v in scalars["pseudo/num_labels"]] == [0, 0, 0]
+    assert set(v for _, v in scalars["train/pseudo_mask_rate"]) == {0.0}
+    assert all(v > 0 for _, v in scalars["train/supervised_loss"])
