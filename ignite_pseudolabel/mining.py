@@ -356,7 +356,7 @@ class PseudoLabelMiner(Serializable):
         reads its shard (``DistributedSampler`` without shuffling, which pads with repeated samples)."""
         device = self._device()
         dataset = _Indexed(self.source)
-        sampler = None
+        sampler: DistributedSampler | None = None
         if idist.get_world_size() > 1:
             sampler = DistributedSampler(dataset, num_replicas=idist.get_world_size(), rank=idist.get_rank(),
                                          shuffle=False)
@@ -408,8 +408,8 @@ class PseudoLabelMiner(Serializable):
         self._buffers = ([], [], [])
         if idist.get_world_size() > 1:
             # Shards may differ in size: gather with explicit shapes (plain all_gather needs equal ones).
-            sizes = idist.all_gather(torch.tensor([positions.numel()], device=device)).tolist()
-            shapes = [[int(n)] for n in sizes]
+            sizes: Any = idist.all_gather(torch.tensor([positions.numel()], device=device))
+            shapes = [[int(n)] for n in sizes.tolist()]
             positions, labels, confidences = (
                 torch.cat(idist.all_gather_tensors_with_shapes(t.contiguous(), shapes))
                 for t in (positions, labels.to(device), confidences.to(device))

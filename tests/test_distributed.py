@@ -96,7 +96,7 @@ def train(world_size):
     views = WeakStrongViews(x_u, weak=lambda v: v, strong=lambda v: v * 0.9)
     loss = PseudoLabelLoss(FreeMatchThreshold(3, momentum=0.9), held_back_targets=torch.zeros(64, dtype=torch.long))
     trainer = create_supervised_trainer(ddp_model, optimizer, loss, prepare_batch=loss.prepare_batch,
-                                        output_transform=lambda x, y, y_pred, l: l.detach())
+                                        output_transform=lambda x, y, y_pred, value: value.detach())
     loss.attach(trainer)
     AlphaRamp(t1=1, t2=3, alpha_f=2.0).attach(trainer)
     logged = []
