@@ -16,7 +16,7 @@ from .split import SplitIndices, class_balanced_split
 from .tensorboard import attach_tensorboard, log_mining
 from .thresholds import FixedThreshold, FlexMatchThreshold, FreeMatchThreshold, ThresholdPolicy
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "AlphaRamp",

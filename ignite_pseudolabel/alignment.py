@@ -44,6 +44,8 @@ class DistributionAlignment(nn.Module):
         >>> align(torch.tensor([[0.9, 0.1], [0.7, 0.3]]), torch.tensor([True, True]))
         tensor([[0.6923, 0.3077],
                 [0.3684, 0.6316]])
+
+    .. versionadded:: 0.2.0
     """
 
     target: torch.Tensor

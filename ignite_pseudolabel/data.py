@@ -204,6 +204,8 @@ class SemiSupervisedLoader:
         (2, [4, 2], [4, 2])
 
     .. versionadded:: 0.1.0
+    .. versionchanged:: 0.2.0
+        ``seed``.
     """
 
     def __init__(

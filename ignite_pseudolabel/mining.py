@@ -210,6 +210,9 @@ class PseudoLabelMiner(Serializable):
         ([0, 2], [0, 1], 2)
 
     .. versionadded:: 0.1.0
+    .. versionchanged:: 0.2.0
+        ``k_best``, ``class_fraction``, ``grow``, ``max_rounds``, ``accepted_round``; sharded under
+        ``ignite.distributed``.
     """
 
     _state_dict_all_req_keys = ("indices", "labels", "confidences", "rounds", "accepted_round", "dataset_size")

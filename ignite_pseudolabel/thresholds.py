@@ -32,6 +32,8 @@ class ThresholdPolicy(nn.Module):
     """Base class of the threshold policies: decides which online pseudo-labels to use.
 
     Subclasses implement :meth:`forward` and :attr:`class_thresholds`.
+
+    .. versionadded:: 0.2.0
     """
 
     #: whether the policy needs the samples' positions (``Views.sample_index``)
@@ -65,6 +67,8 @@ class FixedThreshold(ThresholdPolicy):
         >>> policy = FixedThreshold(0.9, num_classes=2)
         >>> policy(torch.tensor([[0.95, 0.05], [0.6, 0.4]]), torch.tensor([True, True])).tolist()
         [True, False]
+
+    .. versionadded:: 0.2.0
     """
 
     def __init__(self, threshold: float = 0.95, num_classes: int | None = None) -> None:
@@ -103,6 +107,8 @@ class FlexMatchThreshold(ThresholdPolicy):
         num_unlabeled: size of the unlabeled dataset.
         warmup: count never-selected samples in the normaliser (FlexMatch's threshold warm-up).
         mapping: ``"convex"`` (the paper's default), ``"linear"`` or ``"concave"``.
+
+    .. versionadded:: 0.2.0
     """
 
     needs_index = True
@@ -171,6 +177,8 @@ class FreeMatchThreshold(ThresholdPolicy):
     Args:
         num_classes: number of classes.
         momentum: EMA momentum lambda (FreeMatch: 0.999), in [0, 1).
+
+    .. versionadded:: 0.2.0
     """
 
     global_threshold: torch.Tensor
