@@ -209,3 +209,15 @@ def test_dense_segmentation_with_per_pixel_pseudo_labels():
     with torch.no_grad():
         pixel_accuracy = (model(x_t).argmax(1) == m_t).float().mean().item()
     assert pixel_accuracy > 0.95
+
+
+@pytest.mark.filterwarnings("ignore:CUDA is not available")
+def test_amp_mode_trainer_runs_the_semi_supervised_step():
+    """amp_mode="amp" wraps the forward pass and the loss in autocast (a no-op on CPU, bf16/fp16 on CUDA)."""
+    model = mlp()
+    loss = PseudoLabelLoss(threshold=0.5, alpha=1.0)
+    trainer = create_supervised_trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), loss, device="cpu",
+                                        amp_mode="amp", prepare_batch=loss.prepare_batch)
+    labeled, unlabeled = fixed_data("online")
+    trainer.run(SemiSupervisedLoader(labeled, unlabeled=unlabeled), max_epochs=2)
+    assert trainer.state.iteration == 8 and torch.isfinite(loss.components["pseudo_loss"])
