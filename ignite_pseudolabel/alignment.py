@@ -68,7 +68,8 @@ class DistributionAlignment(nn.Module):
     def forward(self, probs: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """Aligns ``(M, C)`` probabilities; rows where ``valid`` is False do not update the average."""
         m = self.momentum
-        self.running = torch.where(valid.any(), m * self.running + (1 - m) * _masked_mean(probs, valid), self.running)
+        mean, count = _masked_mean(probs, valid)  # over all processes
+        self.running = torch.where(count > 0, m * self.running + (1 - m) * mean, self.running)
         aligned = probs * (self.target / self.running.clamp(min=1e-12)).to(probs.dtype)
         return aligned / aligned.sum(dim=1, keepdim=True).clamp(min=1e-12)
 

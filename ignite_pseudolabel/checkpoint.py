@@ -62,9 +62,14 @@ class _SafeDiskSaver(DiskSaver):
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        directory = os.open(self.dirname, os.O_RDONLY)
+        try:  # make the rename itself durable (POSIX; not possible on every platform)
+            directory = os.open(self.dirname, os.O_RDONLY)
+        except OSError:
+            return
         try:
             os.fsync(directory)
+        except OSError:
+            pass
         finally:
             os.close(directory)
 

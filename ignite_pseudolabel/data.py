@@ -102,14 +102,15 @@ class _Stream:
             set_epoch(self.passes - 1)
         if self.seed is not None:
             self._seed_pass(sampler)
+        # Restarting an interrupted pass (after a resume) must not draw from the global generators:
+        # the checkpointed state already accounts for the draws of the iterator's creation (a
+        # DataLoader's base seed) and of the batches taken (augmentations).
+        saved = RNGState().state_dict() if self._skip else None
         self._iterator = iter(self.iterable)  # type: ignore[arg-type]
-        if self._skip:
-            # Replaying the consumed part of the pass must not draw from the global generators
-            # (augmentations do): the checkpointed state already accounts for those draws.
-            saved = RNGState().state_dict()
-            for _ in range(self._skip):
-                next(self._iterator)
-                self.offset += 1
+        for _ in range(self._skip):
+            next(self._iterator)
+            self.offset += 1
+        if saved is not None:
             RNGState().load_state_dict(saved)
         self._skip = 0
 
@@ -155,7 +156,8 @@ class _Stream:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         passes, offset = int(state["passes"]), int(state["offset"])
-        if state.get("stale", False) or passes == 0:
+        complete = offset > 0 and offset == _sized_len(self.iterable)  # e.g. a labeled pass at an epoch end
+        if state.get("stale", False) or passes == 0 or complete:
             self.passes, self._skip = passes, 0
         else:  # resume inside pass number `passes`: restart it (same set_epoch) and skip what was taken
             self.passes, self._skip = passes - 1, offset
@@ -192,7 +194,8 @@ class SemiSupervisedLoader:
             ``DataLoader`` (and its workers' base seed) is re-seeded at the start of each pass. With
             this and :class:`RNGState` in the checkpoint, a resumed run repeats the interrupted run
             exactly. ``DistributedSampler`` needs no seed here: its order already depends on
-            ``set_epoch(pass)`` and its own ``seed``.
+            ``set_epoch(pass)`` and its own ``seed``; give such loaders a ``generator`` of their own
+            so that their workers' base seed does not come from the global generator.
 
     Examples:
         >>> import torch

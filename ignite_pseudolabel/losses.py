@@ -129,7 +129,8 @@ class PseudoLabelLoss(torch.nn.Module):
     or, with ``temperature``, soft labels (sharpened probabilities). The pseudo term is averaged over
     all unlabeled predictions, the unused ones contributing 0 (:func:`masked_cross_entropy`). Dense
     logits ``(N, C, d1, ...)`` get a pseudo-label and a mask entry per element. A prediction with a
-    non-finite logit is never used and never enters the statistics.
+    non-finite logit (in the source of the pseudo-label or in the prediction trained on it, or among
+    the mined rows) is never used, and non-finite sources never enter the statistics.
 
     ``alpha`` is read from ``engine.state.alpha`` (set by :class:`~ignite_pseudolabel.AlphaRamp`) at
     every call, unless a constant is given. While alpha is 0, :meth:`prepare_batch` leaves the second
@@ -137,8 +138,8 @@ class PseudoLabelLoss(torch.nn.Module):
 
     After :meth:`attach`, every iteration publishes detached scalar tensors on ``engine.state`` (no
     host synchronisation; loggers convert them when they log): ``supervised_loss``, ``pseudo_loss``,
-    ``pseudo_mask_rate`` (the fraction of unlabeled predictions used; 1 for mined pseudo-labels, 0
-    when the batch had none) and ``pseudo_accuracy`` (accuracy of the used online pseudo-labels
+    ``pseudo_mask_rate`` (the fraction of unlabeled predictions used; for mined pseudo-labels the
+    fraction with finite predictions, normally 1; 0 when the batch had none) and ``pseudo_accuracy`` (accuracy of the used online pseudo-labels
     against ``held_back_targets``, when given; else None).
 
     The loss is an ``nn.Module``: the statistics of its threshold policy and alignment are buffers in
@@ -318,7 +319,9 @@ class PseudoLabelLoss(torch.nn.Module):
         if n_other == 0:
             pseudo, mask_rate = zero, zero
         elif target.pseudo_labels is not None:
-            pseudo, mask_rate = F.cross_entropy(other, target.pseudo_labels), torch.ones((), device=y_pred.device)
+            # Mined rows whose predictions are not finite are left out rather than turning the loss NaN.
+            mask = torch.isfinite(other.detach()).all(dim=1)
+            pseudo, mask_rate = masked_cross_entropy(other, target.pseudo_labels, mask), mask.float().mean()
         else:
             if target.teacher_logits is not None:
                 source, student = target.teacher_logits, other
@@ -363,7 +366,8 @@ class PseudoLabelLoss(torch.nn.Module):
                 raise ValueError(f"{type(self.policy).__name__} works on (N, C) predictions only, one per sample")
             mask = self.policy(probs, valid, row_index)
         shape = (source.shape[0], *source.shape[2:])
-        labels, mask = labels.view(shape), mask.view(shape)
+        # A student prediction that is not finite is not trained on either (its loss would be NaN).
+        labels, mask = labels.view(shape), mask.view(shape) & torch.isfinite(student.detach()).all(dim=1)
         if self.temperature is None:
             return masked_cross_entropy(student, labels, mask), mask, labels
         soft = sharpen(probs, self.temperature).view(*shape, num_classes).movedim(-1, 1)

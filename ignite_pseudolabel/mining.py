@@ -51,7 +51,8 @@ def select_pseudo_labels(
 
     The criteria combine (a prediction must pass all that are given):
 
-    * ``threshold``: confidence >= threshold (scikit-learn's ``criterion="threshold"``);
+    * ``threshold``: confidence >= threshold (scikit-learn's ``criterion="threshold"``, which uses a
+      strict ``>``);
     * ``class_fraction``: among the most confident ``ceil(class_fraction * n_c)`` predictions of its
       class, ``n_c`` being the class's number of candidate predictions (per-class percentile
       thresholds, as in curriculum labelling: classes stay balanced relative to their size);
@@ -130,8 +131,9 @@ class _Indexed(Dataset):
 class PseudoLabelMiner(Serializable):
     """Mines pseudo-labels: predicts an unlabeled dataset and keeps the confident predictions.
 
-    On the trainer's event of your choice (``Events.STARTED`` by default: once per training run,
-    also after a resume; or e.g. ``Events.EPOCH_COMPLETED(every=5)`` for iterative self-training) the
+    On the trainer's event of your choice (``Events.STARTED`` by default: once, when the miner has
+    not mined yet, so not again after a resume that restored its state nor on a second
+    ``trainer.run``; or e.g. ``Events.EPOCH_COMPLETED(every=5)`` for iterative self-training) the
     miner runs its own inference :class:`~ignite.engine.Engine` (:attr:`engine`, to which a
     ``ProgressBar`` or loggers can be attached) over ``dataset`` with ``model`` in eval mode and
     without gradients, then selects pseudo-labels with :func:`select_pseudo_labels`: every sample
@@ -171,7 +173,8 @@ class PseudoLabelMiner(Serializable):
         class_fraction: keep at most this fraction of each class's predictions (per-class
             percentile thresholds), in (0, 1].
         grow: accumulate accepted samples over rounds instead of replacing them.
-        max_rounds: stop mining after this many rounds (default: no limit).
+        max_rounds: stop mining on trainer events after this many rounds (default: no limit); an
+            explicit :meth:`run` always mines.
         train_dataset: the dataset :attr:`dataset` indexes into: the same samples in the same order,
             typically with training transforms (default: ``dataset``).
         batch_size: inference batch size.

@@ -19,13 +19,13 @@ from ._validation import check_choice, check_float, check_int, check_threshold
 __all__ = ["FixedThreshold", "FlexMatchThreshold", "FreeMatchThreshold", "ThresholdPolicy"]
 
 
-def _masked_mean(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Mean over the valid rows of ``values`` (rows x ...), averaged over processes; no host sync."""
+def _masked_mean(values: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean over the valid rows of ``values`` (rows x ...) of all processes, and their number; no host sync."""
     weight = valid.to(values.dtype).view(-1, *([1] * (values.ndim - 1)))
     total = torch.stack([(values * weight).sum(0).flatten(), weight.sum().expand(values[0].numel())])
     if idist.get_world_size() > 1:
         total = idist.all_reduce(total)  # type: ignore[assignment]
-    return (total[0] / total[1].clamp(min=1)).view(values.shape[1:])
+    return (total[0] / total[1].clamp(min=1)).view(values.shape[1:]), total[1, 0]
 
 
 class ThresholdPolicy(nn.Module):
@@ -198,9 +198,10 @@ class FreeMatchThreshold(ThresholdPolicy):
     def forward(self, probs: torch.Tensor, valid: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
         confidence, labels = probs.max(dim=1)
         m = self.momentum
-        batch_confidence = _masked_mean(confidence.unsqueeze(1), valid).squeeze(0)
-        batch_probabilities = _masked_mean(probs, valid)
-        any_valid = valid.any()
+        batch_confidence, count = _masked_mean(confidence.unsqueeze(1), valid)
+        batch_confidence = batch_confidence.squeeze(0)
+        batch_probabilities, _ = _masked_mean(probs, valid)
+        any_valid = count > 0  # over all processes, so that every rank updates alike
         self.global_threshold = torch.where(any_valid, m * self.global_threshold + (1 - m) * batch_confidence,
                                             self.global_threshold)
         self.class_probabilities = torch.where(any_valid, m * self.class_probabilities + (1 - m) * batch_probabilities,

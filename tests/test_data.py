@@ -162,3 +162,50 @@ def test_prepare_concatenates_labeled_first_and_builds_the_target():
 def test_prepare_rejects_wrong_batch_structure(batch, error, match):
     with pytest.raises(error, match=match):
         prepare_semi_supervised_batch(batch)
+
+
+def test_resuming_mid_pass_leaves_the_global_generator_as_checkpointed():
+    from ignite_pseudolabel import RNGState
+
+    class Noisy(torch.utils.data.Dataset):
+        def __len__(self):
+            return 6
+
+        def __getitem__(self, i):
+            return torch.rand(1)  # an augmentation drawing from the global generator
+
+    def make():
+        return SemiSupervisedLoader(labeled_loader(4, 2), unlabeled=DataLoader(Noisy(), batch_size=2))
+
+    torch.manual_seed(0)
+    loader = make()
+    list(loader)  # 2 unlabeled batches taken, mid-pass
+    state, rng = loader.state_dict(), RNGState().state_dict()
+    expected_batches = [b.unlabeled for b in loader]
+    expected_next = torch.rand(3)
+
+    resumed = make()
+    resumed.load_state_dict(state)
+    RNGState().load_state_dict(rng)
+    got = [b.unlabeled for b in resumed]
+    assert all(torch.equal(a, b) for a, b in zip(got, expected_batches))
+    assert torch.equal(torch.rand(3), expected_next)
+
+
+def test_a_complete_labeled_pass_is_not_replayed_on_resume():
+    reads = []
+
+    class Counting(TensorDataset):
+        def __getitem__(self, i):
+            reads.append(i)
+            return super().__getitem__(i)
+
+    labeled = DataLoader(Counting(torch.arange(4.0), torch.arange(4)), batch_size=2)
+    loader = SemiSupervisedLoader(labeled, unlabeled=DataLoader(torch.zeros(4, 1), batch_size=2))
+    list(loader)
+    state = loader.state_dict()
+    reads.clear()
+    resumed = SemiSupervisedLoader(labeled, unlabeled=DataLoader(torch.zeros(4, 1), batch_size=2))
+    resumed.load_state_dict(state)
+    first = next(iter(resumed))
+    assert first.labeled[0].tolist() == [0.0, 1.0] and reads == [0, 1]  # a new pass, nothing replayed

@@ -333,3 +333,21 @@ def test_class_count_that_disagrees_with_the_model_is_a_clear_error():
         PseudoLabelLoss(FreeMatchThreshold(10), alpha=1.0)(torch.randn(3, 3), target)
     with pytest.raises(ValueError, match="alignment DistributionAlignment was built for num_classes=4"):
         PseudoLabelLoss(alignment=DistributionAlignment(4), alpha=1.0)(torch.randn(3, 3), target)
+
+
+def test_non_finite_student_or_mined_rows_are_left_out_instead_of_turning_the_loss_nan():
+    # FixMatch: the weak view (source) is fine and confident, the strong view (student) is NaN
+    y_pred = torch.tensor([[0.0, 0.0], [9.0, 0.0], [9.0, 0.0], [math.nan, 0.0], [0.0, 1.0]], requires_grad=True)
+    loss_fn = PseudoLabelLoss(threshold=0.5, alpha=1.0)
+    value = loss_fn(y_pred, SemiSupervisedTarget(torch.tensor([0]), views=2))
+    value.backward()
+    assert torch.isfinite(value) and torch.isfinite(y_pred.grad).all()
+    assert loss_fn.components["pseudo_mask_rate"].item() == 0.5
+    # mined rows
+    y_pred = torch.tensor([[0.0, 0.0], [math.inf, 0.0], [1.0, 0.0]], requires_grad=True)
+    loss_fn = PseudoLabelLoss(alpha=1.0)
+    value = loss_fn(y_pred, SemiSupervisedTarget(torch.tensor([0]), pseudo_labels=torch.tensor([0, 0])))
+    value.backward()
+    assert torch.isfinite(value) and torch.isfinite(y_pred.grad).all()
+    expected = F.cross_entropy(y_pred[:1], torch.tensor([0])) + F.cross_entropy(y_pred[2:], torch.tensor([0])) / 2
+    assert torch.allclose(value, expected) and loss_fn.components["pseudo_mask_rate"].item() == 0.5
