@@ -139,8 +139,8 @@ class PseudoLabelLoss(torch.nn.Module):
     After :meth:`attach`, every iteration publishes detached scalar tensors on ``engine.state`` (no
     host synchronisation; loggers convert them when they log): ``supervised_loss``, ``pseudo_loss``,
     ``pseudo_mask_rate`` (the fraction of unlabeled predictions used; for mined pseudo-labels the
-    fraction with finite predictions, normally 1; 0 when the batch had none) and ``pseudo_accuracy`` (accuracy of the used online pseudo-labels
-    against ``held_back_targets``, when given; else None).
+    fraction with finite predictions, normally 1; 0 when the batch had none) and ``pseudo_accuracy``
+    (accuracy of the used online pseudo-labels against ``held_back_targets``, when given; else None).
 
     The loss is an ``nn.Module``: the statistics of its threshold policy and alignment are buffers in
     its ``state_dict``; include the loss in your checkpoint to resume them.
