@@ -1,0 +1,56 @@
+"""Sphinx configuration of the ignite-pseudolabel documentation.
+
+Build the site with ``python -m sphinx -W --keep-going -b html docs docs/_build/html`` and run every
+example (the ``testcode`` blocks of the pages and the docstring examples shown by autodoc) with
+``python -m sphinx -W --keep-going -b doctest docs docs/_build/doctest``.
+"""
+
+import os
+import sys
+
+# Import the package from this checkout, installed or not.
+sys.path.insert(0, os.path.abspath(".."))
+
+import ignite_pseudolabel  # noqa: E402
+
+project = "ignite-pseudolabel"
+author = "ignite-pseudolabel contributors"
+copyright = "ignite-pseudolabel contributors"
+version = ignite_pseudolabel.__version__
+release = ignite_pseudolabel.__version__
+
+extensions = [
+    "sphinx.ext.autodoc",
+    "sphinx.ext.napoleon",
+    "sphinx.ext.doctest",
+    "sphinx.ext.viewcode",
+    "sphinx.ext.mathjax",
+]
+
+exclude_patterns = ["_build"]
+root_doc = "index"
+nitpicky = False
+
+# -- autodoc and napoleon (Google-style docstrings) ------------------------------------------------
+autodoc_typehints = "description"
+autodoc_typehints_description_target = "documented"
+autodoc_member_order = "bysource"
+autodoc_class_signature = "mixed"
+napoleon_google_docstring = True
+napoleon_numpy_docstring = False
+# "Attributes:" sections become :ivar: fields rather than attribute directives, which would
+# duplicate the properties and named-tuple fields that autodoc documents as members.
+napoleon_use_ivar = True
+
+# -- doctest: the pages' testcode blocks and the docstring examples --------------------------------
+# The docstring examples run under pytest with their module's globals; give them the same names here.
+doctest_global_setup = """
+import torch
+from torch import nn
+import ignite_pseudolabel
+from ignite_pseudolabel import *
+"""
+
+# -- HTML -------------------------------------------------------------------------------------------
+html_theme = "furo"
+html_title = f"ignite-pseudolabel {release}"
