@@ -76,10 +76,8 @@ def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, mask: torch
         return logits.sum() * 0.0
     # Zero the logits of masked-out predictions so that neither the loss nor its gradient sees NaN.
     keep = mask.unsqueeze(1)
-    safe_logits = torch.where(keep, logits, torch.zeros((), dtype=logits.dtype, device=logits.device))
-    per_prediction = F.cross_entropy(safe_logits, labels, reduction="none")
-    return torch.where(mask, per_prediction, torch.zeros((), dtype=per_prediction.dtype,
-                                                        device=per_prediction.device)).mean()
+    per_prediction = F.cross_entropy(torch.where(keep, logits, 0.0), labels, reduction="none")
+    return (per_prediction * mask).mean()  # finite everywhere: masked-out rows saw zero logits
 
 
 def masked_soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -98,10 +96,9 @@ def masked_soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, mask:
     if logits.shape[0] == 0:
         return logits.sum() * 0.0
     keep = mask.unsqueeze(1)
-    zero = torch.zeros((), dtype=logits.dtype, device=logits.device)
-    log_probs = torch.log_softmax(torch.where(keep, logits, zero).float(), dim=1)
-    per_prediction = -(torch.where(keep, targets, zero.float()) * log_probs).sum(dim=1)
-    return torch.where(mask, per_prediction, zero.float()).mean()
+    log_probs = torch.log_softmax(torch.where(keep, logits, 0.0).float(), dim=1)
+    per_prediction = -(torch.where(keep, targets, 0.0) * log_probs).sum(dim=1)
+    return (per_prediction * mask).mean()
 
 
 class PseudoLabelLoss(torch.nn.Module):
@@ -314,10 +311,9 @@ class PseudoLabelLoss(torch.nn.Module):
             raise ValueError(f"The predictions have {y_pred.shape[0]} rows, which does not match {n_labeled} labels "
                              f"plus {expected} pseudo-labeled or unlabeled rows ({target.views} view(s))")
         supervised = self.supervised_loss(y_pred[:n_labeled], target.labels)
-        zero = torch.zeros((), device=y_pred.device)
         accuracy: tuple[torch.Tensor, torch.Tensor] | None = None
         if n_other == 0:
-            pseudo, mask_rate = zero, zero
+            pseudo = mask_rate = torch.zeros((), device=y_pred.device)
         elif target.pseudo_labels is not None:
             # Mined rows whose predictions are not finite are left out rather than turning the loss NaN.
             mask = torch.isfinite(other.detach()).all(dim=1)
@@ -352,7 +348,7 @@ class PseudoLabelLoss(torch.nn.Module):
         # Work on (M, C) rows: one per sample, or one per element of dense predictions.
         rows = source.float().movedim(1, -1).reshape(-1, num_classes)
         valid = torch.isfinite(rows).all(dim=1)
-        probs = torch.softmax(torch.where(valid.unsqueeze(1), rows, torch.zeros((), device=rows.device)), dim=1)
+        probs = torch.softmax(torch.where(valid.unsqueeze(1), rows, 0.0), dim=1)
         if self.alignment is not None:
             self._follow(self.alignment, probs)
             probs = self.alignment(probs, valid)

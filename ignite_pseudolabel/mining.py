@@ -115,19 +115,6 @@ def select_pseudo_labels(
     return torch.sort(positions).values
 
 
-class _Indexed(Dataset):
-    """Items as ``(position, item)`` so that mining knows every prediction's position exactly."""
-
-    def __init__(self, dataset: Dataset) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
-
-    def __getitem__(self, i: int) -> tuple[int, Any]:
-        return i, self.dataset[i]
-
-
 class PseudoLabelMiner(Serializable):
     """Mines pseudo-labels: predicts an unlabeled dataset and keeps the confident predictions.
 
@@ -139,8 +126,9 @@ class PseudoLabelMiner(Serializable):
     without gradients, then selects pseudo-labels with :func:`select_pseudo_labels`: every sample
     whose max softmax probability is >= ``threshold``, optionally only the most confident
     ``class_fraction`` of each class, at most ``max_per_class`` per class and ``k_best`` overall. Per
-    batch it only appends the positions, labels and confidences to lists on the device (no host
-    synchronisation); they are concatenated once at the end. Predictions with a non-finite logit are
+    batch it only appends the labels and confidences to lists on the device (no host
+    synchronisation; the positions follow from the sequential loader's order); they are
+    concatenated once at the end. Predictions with a non-finite logit are
     never accepted.
 
     Under ``ignite.distributed`` every rank predicts its shard of ``dataset``; at the end of the round
@@ -180,7 +168,8 @@ class PseudoLabelMiner(Serializable):
         batch_size: inference batch size.
         num_workers: ``DataLoader`` workers for inference.
         device: where to run the model (default: the device of the model's first parameter).
-        non_blocking: copy batches to the device asynchronously (with pinned memory).
+        non_blocking: copy batches to the device asynchronously (the loader pins memory on CUDA), so
+            that the host does not wait for each copy.
         amp_dtype: run inference under ``torch.autocast`` with this dtype (e.g. ``torch.bfloat16``).
         true_labels: the held-back true label of every sample of ``dataset`` (benchmarks have them):
             enables :attr:`accuracy`. Never used for selection.
@@ -238,7 +227,7 @@ class PseudoLabelMiner(Serializable):
         batch_size: int = 256,
         num_workers: int = 0,
         device: str | torch.device | None = None,
-        non_blocking: bool = False,
+        non_blocking: bool = True,
         amp_dtype: torch.dtype | None = None,
         true_labels: torch.Tensor | None = None,
     ) -> None:
@@ -289,7 +278,9 @@ class PseudoLabelMiner(Serializable):
         self.num_non_finite = 0
         self.rounds = 0
         self.accepted_round = torch.full((len(dataset),), -1, dtype=torch.int64)  # type: ignore[arg-type]
-        self._buffers: tuple[list, list, list] = ([], [], [])
+        self._buffers: tuple[list, list] = ([], [])  # per-batch labels and confidences, on the device
+        self._order = torch.empty(0, dtype=torch.int64)  # positions of the samples in the loader's order
+        self._seen = 0
         self._trainer: Engine | None = None
         self._warned_empty = False
 
@@ -358,15 +349,18 @@ class PseudoLabelMiner(Serializable):
         return self.dataset
 
     def _make_loader(self) -> DataLoader:
-        """A sequential loader over ``(position, input)`` pairs; under ``ignite.distributed`` each rank
-        reads its shard (``DistributedSampler`` without shuffling, which pads with repeated samples)."""
+        """A sequential loader over the dataset; under ``ignite.distributed`` each rank reads its shard
+        (``DistributedSampler`` without shuffling, which pads with repeated samples). The positions of
+        the samples, in the loader's order, are computed once here rather than carried by every item."""
         device = self._device()
-        dataset = _Indexed(self.source)
         sampler: DistributedSampler | None = None
         if idist.get_world_size() > 1:
-            sampler = DistributedSampler(dataset, num_replicas=idist.get_world_size(), rank=idist.get_rank(),
+            sampler = DistributedSampler(self.source, num_replicas=idist.get_world_size(), rank=idist.get_rank(),
                                          shuffle=False)
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=False, sampler=sampler,
+            self._order = torch.tensor(list(sampler), dtype=torch.int64)
+        else:
+            self._order = torch.arange(len(self.source), dtype=torch.int64)
+        return DataLoader(self.source, batch_size=self.batch_size, shuffle=False, sampler=sampler,
                           num_workers=self.num_workers, pin_memory=device.type == "cuda")
 
     def _device(self) -> torch.device:
@@ -376,10 +370,11 @@ class PseudoLabelMiner(Serializable):
         return param.device if param is not None else torch.device("cpu")
 
     def _reset_buffers(self, _: Engine) -> None:
-        self._buffers = ([], [], [])
+        self._buffers = ([], [])
+        self._seen = 0
 
     def _predict_batch(self, engine: Engine, batch: Any) -> None:
-        positions, x = batch
+        x = batch
         if isinstance(x, (tuple, list)):
             raise TypeError(f"PseudoLabelMiner expects an inputs-only dataset, but its batches are a "
                             f"{type(x).__name__} of {len(x)}; wrap a labeled dataset in UnlabeledDataset")
@@ -393,25 +388,26 @@ class PseudoLabelMiner(Serializable):
             raise ValueError(f"PseudoLabelMiner expects the model to output (N, C) logits, but given {shape}")
         if self.num_classes is not None and logits.shape[1] != self.num_classes:
             raise ValueError(f"The model outputs {logits.shape[1]} classes, but num_classes={self.num_classes}")
-        if logits.shape[0] != positions.shape[0]:
-            raise ValueError(f"The model returned {logits.shape[0]} rows for a batch of {positions.shape[0]} samples")
+        size = x.shape[0] if isinstance(x, torch.Tensor) else logits.shape[0]
+        if logits.shape[0] != size:
+            raise ValueError(f"The model returned {logits.shape[0]} rows for a batch of {size} samples")
+        self._seen += size
         logits = logits.float()
         finite = torch.isfinite(logits).all(dim=1)
         confidence, label = torch.softmax(logits, dim=1).max(dim=1)
         confidence = torch.where(finite, confidence, torch.zeros((), device=confidence.device))
-        self._buffers[0].append(positions)
-        self._buffers[1].append(label)
-        self._buffers[2].append(confidence)
+        self._buffers[0].append(label)
+        self._buffers[1].append(confidence)
         if self.num_classes is None:
             self.num_classes = int(logits.shape[1])
 
     def _gather(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """All predictions of this round, from every rank, once per position, sorted by position (CPU)."""
         device = self._device()
-        positions = torch.cat(self._buffers[0]).to(device)
-        labels = torch.cat(self._buffers[1])
-        confidences = torch.cat(self._buffers[2])
-        self._buffers = ([], [], [])
+        positions = self._order[: self._seen].to(device)  # the sequential loader's order
+        labels = torch.cat(self._buffers[0])
+        confidences = torch.cat(self._buffers[1])
+        self._buffers = ([], [])
         if idist.get_world_size() > 1:
             # Shards may differ in size: gather with explicit shapes (plain all_gather needs equal ones).
             sizes: Any = idist.all_gather(torch.tensor([positions.numel()], device=device))

@@ -1,0 +1,244 @@
+"""Shared helpers of the performance benchmarks: models, timing, environment description, output.
+
+Not a benchmark itself. The scripts next to it import it as ``common`` (they put this folder on
+``sys.path``), so run them from any directory as ``python benchmarks/<script>.py``.
+
+* :class:`Net`: the seed tutorial's CNN (a copy of ``examples/mnist_pseudo_label.Net``);
+  :class:`TinyNet`: a very small CNN for CPU runs where the model must not dominate;
+  :func:`make_model` builds either.
+* :func:`sync`, :func:`timed`: wall time of a callable, with a device synchronisation at the end of
+  the timed region on CUDA.
+* :func:`environment`: versions, device name, thread count, git commit, command line.
+* :func:`write_json`, :func:`print_table`, :func:`default_out`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+RESULTS_DIR = BENCH_DIR / "results"
+
+if str(REPO_ROOT) not in sys.path:  # measure this working tree's package, installed or not
+    sys.path.insert(0, str(REPO_ROOT))
+
+
+# ---------------------------------------------------------------------------------------------- models
+class Net(nn.Module):
+    """The seed tutorial's CNN for 28x28 grey images."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(64, 192, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        )
+        self.classifier = nn.Sequential(
+            nn.Dropout(0.5), nn.Linear(192 * 6 * 6, 1024), nn.ReLU(),
+            nn.Dropout(0.5), nn.Linear(1024, 512), nn.ReLU(),
+            nn.Linear(512, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.features(x), 1))
+
+
+class TinyNet(nn.Module):
+    """A very small CNN (one strided convolution, pooled to 4x4, one linear layer); any image size."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(in_channels, 8, 3, stride=2, padding=1), nn.ReLU(),
+                                      nn.AdaptiveAvgPool2d(4))
+        self.classifier = nn.Linear(8 * 4 * 4, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.features(x), 1))
+
+
+MODELS = ("net", "tiny")
+
+
+def make_model(name: str, image_size: int = 28, num_classes: int = 10) -> nn.Module:
+    """``net`` (the tutorial's ``Net``, 1x28x28 inputs only) or ``tiny`` (:class:`TinyNet`, any size)."""
+    if name == "net":
+        if image_size != 28:
+            raise ValueError(f"The tutorial's Net takes 28x28 inputs only (its classifier is sized for them), but "
+                             f"image size {image_size} was asked for: use --model tiny for other sizes")
+        return Net(num_classes)
+    if name == "tiny":
+        return TinyNet(num_classes)
+    raise ValueError(f"Unknown model {name!r}; expected one of {MODELS}")
+
+
+# --------------------------------------------------------------------------------------------- running
+def seed_everything(seed: int) -> None:
+    """Seeds Python's, NumPy's and torch's (CPU and CUDA) generators."""
+    random.seed(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed)
+    except ImportError:  # pragma: no cover - NumPy ships with torch in practice
+        pass
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> ``cuda`` when available, else ``cpu``; anything else as given."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"Device {name!r} was asked for, but CUDA is not available here")
+    return device
+
+
+def sync(device: torch.device | str) -> None:
+    """Waits for the device's queued work (a no-op on CPU)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], Any], device: torch.device | str) -> tuple[float, Any]:
+    """``(seconds, fn())``: wall time of ``fn`` with a device synchronisation before and after."""
+    sync(device)
+    start = time.perf_counter()
+    result = fn()
+    sync(device)
+    return time.perf_counter() - start, result
+
+
+def median(values: Sequence[float]) -> float:
+    return float(statistics.median(values))
+
+
+# ----------------------------------------------------------------------------------------- environment
+def device_name(device: torch.device | str) -> str:
+    """``torch.cuda.get_device_name`` on CUDA, else the processor and torch's thread count."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpu = platform.processor() or platform.machine()
+    try:  # platform.processor() is often empty or just the architecture on Linux
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {torch.get_num_threads()} torch threads, {os.cpu_count()} logical CPUs"
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
+                             timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return out + ("+uncommitted changes" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment(device: torch.device | str) -> dict[str, Any]:
+    """Everything a reader needs to tell where a figure comes from."""
+    import ignite
+
+    device = torch.device(device)
+    env: dict[str, Any] = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": [Path(sys.executable).name, *sys.argv],
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "ignite": ignite.__version__,
+        "platform": platform.platform(),
+        "device": str(device),
+        "device_name": device_name(device),
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "git_commit": _git_commit(),
+    }
+    try:
+        import ignite_pseudolabel
+
+        env["ignite_pseudolabel"] = ignite_pseudolabel.__version__
+        env["ignite_pseudolabel_path"] = str(Path(ignite_pseudolabel.__file__).parent)
+    except ImportError:
+        env["ignite_pseudolabel"] = None
+    try:
+        import torchvision
+
+        env["torchvision"] = torchvision.__version__
+    except ImportError:
+        env["torchvision"] = None
+    if device.type == "cuda":
+        env["cuda"] = torch.version.cuda
+        env["cudnn"] = torch.backends.cudnn.version()
+        props = torch.cuda.get_device_properties(device)
+        env["device_memory_gib"] = round(props.total_memory / 2**30, 1)
+    try:
+        env["load_average"] = os.getloadavg()  # other processes on a shared machine skew CPU timings
+    except OSError:
+        pass
+    return env
+
+
+# ---------------------------------------------------------------------------------------------- output
+def default_out(name: str) -> Path:
+    """``benchmarks/results/<name>.json``."""
+    return RESULTS_DIR / f"{name}.json"
+
+
+def write_json(path: str | Path, report: dict[str, Any]) -> Path:
+    """Writes ``report`` (creating the folder) and returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    return path
+
+
+def fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if value != value:  # NaN
+            return "nan"
+        if abs(value) >= 1000:
+            return f"{value:,.0f}"
+        if abs(value) >= 10:
+            return f"{value:.1f}"
+        return f"{value:.3f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], title: str | None = None) -> None:
+    """A plain-text table of ``rows`` (dicts) with the given columns, right-aligned."""
+    cells = [[fmt(row.get(c)) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) if cells else len(c) for i, c in enumerate(columns)]
+    if title:
+        print(f"\n{title}")
+    print("  ".join(c.rjust(w) for c, w in zip(columns, widths)))
+    print("  ".join("-" * w for w in widths))
+    for r in cells:
+        print("  ".join(v.rjust(w) for v, w in zip(r, widths)))
+    sys.stdout.flush()

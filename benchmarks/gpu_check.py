@@ -1,0 +1,454 @@
+"""One short GPU check of the package's performance claims, for a lent GPU machine (budget: minutes).
+
+Runs, on the tutorial's ``Net`` (1x28x28 inputs) and a torchvision ResNet-18 (``num_classes=10``,
+3x32x32 CIFAR-size inputs):
+
+* ``sync``: that our steps make no per-batch host synchronisation, with
+  ``torch.cuda.set_sync_debug_mode("error")``: the semi-supervised train step (stock
+  ``create_supervised_trainer`` + ``PseudoLabelLoss``, with
+  ``output_transform=lambda x, y, y_pred, loss: loss.detach()`` because the default one calls
+  ``loss.item()``) around its timed iterations, in fp32, bf16, with a threshold and with pinned host
+  batches copied with ``non_blocking=True``; and the miner's per-batch step (the debug mode is on
+  from each ``ITERATION_STARTED`` to its ``ITERATION_COMPLETED``; the one synchronisation per round
+  at the end is allowed). References: the supervised step (expected to pass), the tutorial's step
+  (expected to fail: ``.item()`` every iteration) and the miner with its default
+  ``non_blocking=False`` (expected to fail: a blocking host-to-device copy per batch). Pass/fail per
+  component.
+* ``train``: supervised vs semi-supervised vs the tutorial's two-forward step, fp32 vs bf16 autocast
+  (``amp_mode="amp"``): ms/iteration, images/s, ``torch.cuda.max_memory_allocated``, the ratio
+  semi/supervised (target <= 1.05). Reuses ``bench_train_step.py``.
+* ``mining``: ``PseudoLabelMiner`` fp32 vs ``amp_dtype=torch.bfloat16`` (and ``non_blocking=True``)
+  against the plain inference loop in the same precision: images/s, peak memory, the ratio
+  (target >= 0.97). Reuses ``bench_mining.py``.
+* ``scaling``: the tutorial's mining loop vs ``PseudoLabelMiner`` with ``Net`` at 58,000 and 116,000
+  images: seconds, images/s, result bytes, peak CUDA memory.
+
+Every section and every component inside it is guarded: a failure is recorded as an error string and
+the rest goes on. The JSON is rewritten after every section, so whatever ran survives a timeout.
+Sections that would start after ``--budget-s`` seconds are skipped (recorded as such). Expected run
+time on an H100: 2 to 4 minutes.
+
+Usage:
+    # on the GPU machine (the device tool collects $OUT)
+    python benchmarks/gpu_check.py --out $OUT
+
+    # here, without a GPU: the same code paths end to end with tiny sizes; CUDA-only parts skipped
+    python benchmarks/gpu_check.py --cpu-smoke
+
+Output: ``gpu_check.json`` in ``--out`` (default: ``$OUT`` when set, else ``benchmarks/results/``)
+and a summary on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import sys
+import time
+import traceback
+from contextlib import nullcontext
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Callable
+
+import torch
+from ignite.engine import Events, create_supervised_trainer
+from torch import nn
+from torch.utils.data import DataLoader
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_mining  # noqa: E402
+import bench_train_step  # noqa: E402
+import common  # noqa: E402
+
+from ignite_pseudolabel import PseudoLabelLoss, PseudoLabelMiner, SemiSupervisedLoader  # noqa: E402
+
+SECTIONS = ("sync", "train", "mining", "scaling")
+
+
+def resnet18() -> nn.Module:
+    import torchvision
+
+    return torchvision.models.resnet18(num_classes=10)
+
+
+MODELS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
+    "net": (lambda: common.Net(), (1, 28, 28)),
+    "resnet18": (resnet18, (3, 32, 32)),
+}
+
+
+def sizes(smoke: bool) -> SimpleNamespace:
+    if smoke:
+        return SimpleNamespace(labeled_batch=4, unlabeled_batch=4, small_batch=2, iterations=2, repeats=1, warmup=1,
+                               sync_iterations=2, mining_n={"net": 128, "resnet18": 64}, mining_batch=32,
+                               mining_repeats=1, scaling_model="tiny", scaling_sizes=[512, 1024])
+    return SimpleNamespace(labeled_batch=128, unlabeled_batch=384, small_batch=64, iterations=50, repeats=3, warmup=10,
+                           sync_iterations=20, mining_n={"net": 58000, "resnet18": 50000}, mining_batch=256,
+                           mining_repeats=3, scaling_model="net", scaling_sizes=[58000, 116000])
+
+
+def soft(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)``, or ``{"error": ...}`` if it raises: one failure must not lose the rest."""
+    try:
+        return fn(*args, **kwargs)
+    except Exception as e:  # noqa: BLE001 - fail soft by design
+        return {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()[-3000:]}
+    finally:
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> Any:
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+
+
+# ----------------------------------------------------------------------------------------------- sync
+def _sync_error(fn: Callable[[], None], device: torch.device) -> str | None:
+    """Runs ``fn`` with CUDA sync debug mode "error"; the error message if it synchronised."""
+    torch.cuda.synchronize(device)
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        fn()
+    except RuntimeError as e:
+        return str(e).splitlines()[0][:400]
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    torch.cuda.synchronize(device)
+    return None
+
+
+def _semi_trainer(model: nn.Module, device: torch.device, *, amp: bool, threshold: float | None = None,
+                  non_blocking: bool = False) -> Any:
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loss = PseudoLabelLoss(threshold=threshold, alpha=3.0)
+    trainer = create_supervised_trainer(model, optimizer, loss, device=device, non_blocking=non_blocking,
+                                        prepare_batch=loss.prepare_batch, amp_mode="amp" if amp else None,
+                                        output_transform=lambda x, y, y_pred, loss: loss.detach())
+    loss.attach(trainer)
+    return trainer
+
+
+def _batches(shape: tuple[int, ...], n: int, k: int, device: torch.device, pinned: bool = False,
+             labeled: bool = True) -> list:
+    g = torch.Generator().manual_seed(k + n)
+    out = []
+    for _ in range(k):
+        x = torch.randn(n, *shape, generator=g)
+        y = torch.randint(0, 10, (n,), generator=g)
+        if pinned:
+            x, y = x.pin_memory(), y.pin_memory()
+        else:
+            x, y = x.to(device), y.to(device)
+        out.append((x, y) if labeled else x)
+    return out
+
+
+def sync_component(kind: str, model_name: str, device: torch.device, sz: SimpleNamespace, *, amp: bool = False,
+                   threshold: float | None = None, pinned: bool = False, miner_non_blocking: bool = True,
+                   amp_dtype: torch.dtype | None = None) -> dict[str, Any]:
+    factory, shape = MODELS[model_name]
+    common.seed_everything(0)
+    model = factory().to(device)
+    k, bl, bu = sz.sync_iterations, sz.labeled_batch, sz.unlabeled_batch
+    data: Any
+    if kind == "semi":
+        trainer = _semi_trainer(model, device, amp=amp, threshold=threshold, non_blocking=pinned)
+        labeled = _batches(shape, bl, k, device, pinned)
+        unlabeled = _batches(shape, bu, k, device, pinned, labeled=False)
+        data = SemiSupervisedLoader(labeled, unlabeled=unlabeled)
+
+        def run() -> None:
+            trainer.run(data, max_epochs=1)
+    elif kind == "supervised":
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        trainer = create_supervised_trainer(model, optimizer, nn.CrossEntropyLoss(), device=device,
+                                            amp_mode="amp" if amp else None,
+                                            output_transform=lambda x, y, y_pred, loss: loss.detach())
+        data = _batches(shape, bl + bu, k, device)
+
+        def run() -> None:
+            trainer.run(data, max_epochs=1)
+    elif kind == "tutorial":
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        step = bench_train_step.tutorial_step_runner(model, optimizer, 3.0, amp, device)
+        labeled = _batches(shape, bl, k, device)
+        unlabeled = _batches(shape, bu, k, device, labeled=False)
+
+        def run() -> None:
+            step(labeled, unlabeled)
+    elif kind == "miner":
+        data = torch.randn(k * sz.mining_batch, *shape, generator=torch.Generator().manual_seed(0))
+        miner = PseudoLabelMiner(model, data, threshold=0.5, batch_size=sz.mining_batch,
+                                 non_blocking=miner_non_blocking, amp_dtype=amp_dtype)
+        # Only the per-batch step is checked: the selection at the end of the round synchronises once.
+        miner.engine.add_event_handler(Events.ITERATION_STARTED, lambda _: torch.cuda.set_sync_debug_mode("error"))
+        miner.engine.add_event_handler(Events.ITERATION_COMPLETED,
+                                       lambda _: torch.cuda.set_sync_debug_mode("default"))
+
+        def run() -> None:
+            miner.run()
+    else:
+        raise ValueError(kind)
+    with bench_train_step.bf16_autocast_default(amp):
+        run()  # warm-up outside the check: first-call initialisation may synchronise
+        error = _sync_error(run, device)
+    return {"passed": error is None, "sync_error": error}
+
+
+def section_sync(device: torch.device, sz: SimpleNamespace) -> dict[str, Any]:
+    if device.type != "cuda":
+        return {"skipped": "CUDA-only: torch.cuda.set_sync_debug_mode needs a CUDA device"}
+    components: dict[str, tuple[str, dict[str, Any], str]] = {
+        "semi_step_fp32[net]": ("net", {"kind": "semi"}, "pass"),
+        "semi_step_bf16[net]": ("net", {"kind": "semi", "amp": True}, "pass"),
+        "semi_step_threshold0.95[net]": ("net", {"kind": "semi", "threshold": 0.95}, "pass"),
+        "semi_step_pinned_host_non_blocking[net]": ("net", {"kind": "semi", "pinned": True}, "pass"),
+        "semi_step_fp32[resnet18]": ("resnet18", {"kind": "semi"}, "pass"),
+        "semi_step_bf16[resnet18]": ("resnet18", {"kind": "semi", "amp": True}, "pass"),
+        "miner_batch_non_blocking_fp32[net]": ("net", {"kind": "miner"}, "pass"),
+        "miner_batch_non_blocking_bf16[net]": ("net", {"kind": "miner", "amp_dtype": torch.bfloat16}, "pass"),
+        "miner_batch_non_blocking_fp32[resnet18]": ("resnet18", {"kind": "miner"}, "pass"),
+        "reference_supervised_step[net]": ("net", {"kind": "supervised"}, "pass"),
+        "reference_tutorial_step[net]": ("net", {"kind": "tutorial"}, "fail"),
+        "reference_miner_default_blocking_copy[net]": ("net", {"kind": "miner", "miner_non_blocking": False}, "fail"),
+    }
+    out: dict[str, Any] = {}
+    for name, (model_name, kwargs, expected) in components.items():
+        result = soft(sync_component, model_name=model_name, device=device, sz=sz, **kwargs)
+        result["expected"] = expected
+        if "passed" in result:
+            result["as_expected"] = result["passed"] == (expected == "pass")
+        out[name] = result
+        status = "error" if "error" in result else ("pass" if result["passed"] else "FAIL")
+        print(f"  sync {name:45s} {status:5s} (expected {expected})", flush=True)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- train
+def train_one(args: SimpleNamespace, device: torch.device, amp: bool, factory: Callable[[], nn.Module],
+              shape: tuple[int, ...], label: str) -> dict[str, Any]:
+    return bench_train_step.measure(args, device, amp, base=factory(), shape=shape, label=label)
+
+
+def section_train(device: torch.device, sz: SimpleNamespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    # the main batch sizes for both models, and the default 64 + 64 of bench_train_step.py for Net: a small
+    # step, where a fixed per-iteration cost (kernel launches, Python) shows most
+    configs = [(m, sz.labeled_batch, sz.unlabeled_batch, "") for m in MODELS]
+    configs.append(("net", sz.small_batch, sz.small_batch, f"_b{sz.small_batch}+{sz.small_batch}"))
+    for model_name, labeled_batch, unlabeled_batch, suffix in configs:
+        factory, shape = MODELS[model_name]
+        for amp in (False, True):
+            key = f"{model_name}_{'bf16' if amp else 'fp32'}{suffix}"
+            if amp and device.type != "cuda":
+                out[key] = {"skipped": "CUDA-only: create_supervised_trainer(amp_mode='amp') autocasts on CUDA"}
+                continue
+            args = SimpleNamespace(labeled_batch=labeled_batch, unlabeled_batch=unlabeled_batch,
+                                   iterations=sz.iterations, repeats=sz.repeats, warmup=sz.warmup, alpha=3.0,
+                                   threshold=None, seed=0, model=model_name)
+            out[key] = soft(train_one, args, device, amp, factory, shape, model_name)
+    return out
+
+
+# --------------------------------------------------------------------------------------------- mining
+def _plain(model: nn.Module, data: Any, batch_size: int, device: torch.device, dtype: torch.dtype | None) -> None:
+    model.eval()
+    with torch.no_grad(), autocast(device, dtype):
+        for x in DataLoader(data, batch_size=batch_size):
+            model(x.to(device))
+
+
+def _loader_only(data: Any, batch_size: int, device: torch.device) -> None:
+    for x in DataLoader(data, batch_size=batch_size):
+        x.to(device)
+
+
+def mining_one(model_name: str, device: torch.device, sz: SimpleNamespace, dtype: torch.dtype | None) -> dict:
+    factory, shape = MODELS[model_name]
+    common.seed_everything(0)
+    model = factory().to(device).eval()
+    n, b = sz.mining_n[model_name], sz.mining_batch
+    data = torch.randn(n, *shape, generator=torch.Generator().manual_seed(0))
+    threshold = bench_mining.calibrate_threshold(model, data, 0.9, b, device)
+    methods: dict[str, Callable[[], Any]] = {
+        # the data loading alone (copies included, no model): the bound of both loops when the model is fast
+        "loader_only": lambda: _loader_only(data, b, device),
+        "plain": lambda: _plain(model, data, b, device, dtype),
+        "miner": lambda: PseudoLabelMiner(model, data, threshold=threshold, batch_size=b, amp_dtype=dtype).run(),
+        "miner_non_blocking": lambda: PseudoLabelMiner(model, data, threshold=threshold, batch_size=b,
+                                                       amp_dtype=dtype, non_blocking=True).run(),
+    }
+    warm = data[: 4 * b]
+    _plain(model, warm, b, device, dtype)
+    PseudoLabelMiner(model, warm, threshold=threshold, batch_size=b, amp_dtype=dtype).run()
+    seconds: dict[str, list[float]] = {m: [] for m in methods}
+    peak: dict[str, int] = {}
+    for r in range(sz.mining_repeats):
+        for name in (methods if r % 2 == 0 else list(methods)[::-1]):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+                torch.cuda.reset_peak_memory_stats(device)
+            t, _ = common.timed(methods[name], device)
+            seconds[name].append(t)
+            if device.type == "cuda":
+                peak[name] = max(peak.get(name, 0), torch.cuda.max_memory_allocated(device))
+    med = {m: common.median(s) for m, s in seconds.items()}
+    return {
+        "n": n, "input_shape": list(shape), "batch_size": b, "threshold": threshold,
+        "seconds": seconds,
+        "images_per_s": {m: n / t for m, t in med.items()},
+        "cuda_max_memory_allocated_bytes": peak or None,
+        "ratio": med["plain"] / med["miner"],
+        "ratio_non_blocking": med["plain"] / med["miner_non_blocking"],
+        "target": bench_mining.TARGET_RATIO,
+        "meets_target": med["plain"] / med["miner"] >= bench_mining.TARGET_RATIO,
+    }
+
+
+def section_mining(device: torch.device, sz: SimpleNamespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for model_name in MODELS:
+        for dtype in (None, torch.bfloat16):
+            key = f"{model_name}_{'bf16' if dtype else 'fp32'}"
+            out[key] = soft(mining_one, model_name, device, sz, dtype)
+            r = out[key]
+            if "error" in r:
+                print(f"  mining {key}: {r['error']}", flush=True)
+            else:
+                ips = r["images_per_s"]
+                print(f"  mining {key:15s} loader only {ips['loader_only']:10,.0f}  plain {ips['plain']:10,.0f}  "
+                      f"miner {ips['miner']:10,.0f}  non_blocking {ips['miner_non_blocking']:10,.0f} images/s  "
+                      f"ratio {r['ratio']:.3f}", flush=True)
+    return out
+
+
+# -------------------------------------------------------------------------------------------- scaling
+def scaling_one(method: str, n: int, device: torch.device, sz: SimpleNamespace) -> dict[str, Any]:
+    common.seed_everything(0)
+    model = common.make_model(sz.scaling_model).to(device).eval()
+    images = torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    dataset = bench_mining.UInt8Images(images)
+    threshold = bench_mining.calibrate_threshold(model, dataset, 0.9, 256, device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
+    if method == "ours":
+        miner = PseudoLabelMiner(model, dataset, threshold=threshold, batch_size=256)
+        t, _ = common.timed(miner.run, device)
+        accepted = int(miner.indices.numel())
+        result_bytes = miner.indices.nbytes + miner.labels.nbytes + miner.confidences.nbytes
+    else:
+        loader = DataLoader(dataset, batch_size=256)
+        t, (imgs, labels) = common.timed(lambda: bench_mining.tutorial_mining(model, loader, device, threshold), device)
+        accepted = int(labels.numel())
+        result_bytes = imgs.nbytes + labels.nbytes
+    row = {"method": method, "model": sz.scaling_model, "n": n, "seconds": t, "images_per_s": n / t,
+           "accepted": accepted, "result_bytes": result_bytes}
+    if device.type == "cuda":
+        row["cuda_peak_increase_bytes"] = torch.cuda.max_memory_allocated(device) - before
+    return row
+
+
+def section_scaling(device: torch.device, sz: SimpleNamespace) -> dict[str, Any]:
+    rows = []
+    for n in sz.scaling_sizes:
+        for method in ("tutorial", "ours"):
+            row = soft(scaling_one, method, n, device, sz)
+            row.setdefault("method", method)
+            row.setdefault("n", n)
+            rows.append(row)
+            print(f"  scaling {method:8s} N={n:>7,}: " + (row["error"] if "error" in row else
+                  f"{row['seconds']:.2f} s, {row['images_per_s']:,.0f} images/s, result "
+                  f"{row['result_bytes'] / 2**20:.2f} MiB"), flush=True)
+    return {"rows": rows, "exponents": bench_mining.scaling_exponents(
+        [dict(r, image_size=28) for r in rows if "error" not in r])}
+
+
+# ----------------------------------------------------------------------------------------------- main
+def summary(report: dict[str, Any]) -> None:
+    s = report["sections"]
+    rows = []
+    for key, r in (s.get("train") or {}).items():
+        if isinstance(r, dict) and "methods" in r:
+            m = r["methods"]
+            rows.append({"train": key, "sup img/s": m["supervised"]["images_per_s"],
+                         "semi img/s": m["semi"]["images_per_s"], "tutorial img/s": m["tutorial"]["images_per_s"],
+                         "semi/sup time": r["ratio"], "<= 1.05": r["meets_target"]})
+    if rows:
+        common.print_table(rows, ["train", "sup img/s", "semi img/s", "tutorial img/s", "semi/sup time", "<= 1.05"],
+                           title="train step")
+    rows = []
+    for key, r in (s.get("mining") or {}).items():
+        if isinstance(r, dict) and "ratio" in r:
+            rows.append({"mining": key, "loader img/s": r["images_per_s"]["loader_only"],
+                         "plain img/s": r["images_per_s"]["plain"],
+                         "miner img/s": r["images_per_s"]["miner"], "ratio": r["ratio"],
+                         ">= 0.97": r["meets_target"], "ratio non_blocking": r["ratio_non_blocking"]})
+    if rows:
+        common.print_table(rows, ["mining", "loader img/s", "plain img/s", "miner img/s", "ratio", ">= 0.97",
+                                  "ratio non_blocking"], title="mining")
+    sync = s.get("sync") or {}
+    if isinstance(sync, dict) and "skipped" not in sync and "error" not in sync:
+        rows = [{"component": k, "result": "error" if "error" in v else ("pass" if v["passed"] else "fail"),
+                 "expected": v["expected"]} for k, v in sync.items()]
+        common.print_table(rows, ["component", "result", "expected"], title="no per-batch host synchronisation")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--out", default=os.environ.get("OUT") or str(common.RESULTS_DIR),
+                        help="output folder ($OUT when set, else benchmarks/results)")
+    parser.add_argument("--cpu-smoke", action="store_true",
+                        help="run everything on CPU with tiny sizes (CUDA-only parts are skipped)")
+    parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="sections to run")
+    parser.add_argument("--budget-s", type=float, default=420.0,
+                        help="sections that would start later than this many seconds are skipped")
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    out = Path(args.out) / "gpu_check.json"
+    if args.cpu_smoke:
+        device = torch.device("cpu")
+        torch.set_num_threads(1)  # a smoke test of the code paths; one thread is steadier on a shared CPU
+    elif torch.cuda.is_available():
+        device = torch.device("cuda")
+    else:
+        message = "no CUDA device: run on a GPU machine, or pass --cpu-smoke to check the script on CPU"
+        print(message)
+        common.write_json(out, {"benchmark": "gpu_check", "error": message,
+                                "environment": common.environment("cpu")})
+        return 2
+    sz = sizes(args.cpu_smoke)
+    report: dict[str, Any] = {"benchmark": "gpu_check", "cpu_smoke": args.cpu_smoke, "sizes": vars(sz),
+                              "environment": soft(common.environment, device), "sections": {},
+                              "section_seconds": {}}
+    if device.type == "cuda":
+        report["environment"]["tf32"] = {"matmul": torch.backends.cuda.matmul.allow_tf32,
+                                         "cudnn": torch.backends.cudnn.allow_tf32}
+    print(f"device: {report['environment'].get('device_name')}", flush=True)
+    common.write_json(out, report)
+    functions = {"sync": section_sync, "train": section_train, "mining": section_mining, "scaling": section_scaling}
+    for name in args.sections:
+        elapsed = time.perf_counter() - start
+        if elapsed > args.budget_s:
+            report["sections"][name] = {"skipped": f"time budget: {elapsed:.0f} s > {args.budget_s:.0f} s"}
+            print(f"[{name}] skipped (time budget)", flush=True)
+        else:
+            print(f"[{name}] at {elapsed:.0f} s", flush=True)
+            t0 = time.perf_counter()
+            report["sections"][name] = soft(functions[name], device, sz)
+            report["section_seconds"][name] = time.perf_counter() - t0
+        common.write_json(out, report)
+    report["total_seconds"] = time.perf_counter() - start
+    common.write_json(out, report)
+    soft(summary, report)
+    print(f"\ntotal {report['total_seconds']:.0f} s; written: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
