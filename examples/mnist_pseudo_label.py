@@ -43,6 +43,7 @@ from __future__ import annotations
 import argparse
 import copy
 import functools
+import gzip
 import json
 import os
 import platform
@@ -142,16 +143,26 @@ def load_data(name: str, data_root: str, cache_dir: Path) -> tuple[torch.Tensor,
 
 
 def _torchvision_root(folder: str, data_root: Path, cache_dir: Path) -> Path:
-    """torchvision reads ``root/<folder>/raw``; a folder holding the raw files directly is linked there."""
-    if all(any((data_root / (f + ext)).exists() for ext in ("", ".gz")) for f in RAW_FILES):
-        root = cache_dir
-        raw = root / folder / "raw"
-        raw.mkdir(parents=True, exist_ok=True)
-        for f in data_root.iterdir():
-            if f.name.split(".")[0] in RAW_FILES and not (raw / f.name).exists():
-                (raw / f.name).symlink_to(f.resolve())
-        return root
-    return data_root
+    """torchvision reads the uncompressed files under ``root/<folder>/raw``.
+
+    A folder holding the four raw files directly (e.g. Debian's ``dataset-fashion-mnist``, whose
+    ``.gz`` files are recompressed, so torchvision's checksums reject them) is laid out there:
+    uncompressed files are linked, ``.gz`` ones decompressed once.
+    """
+    if not all(any((data_root / (f + ext)).exists() for ext in ("", ".gz")) for f in RAW_FILES):
+        return data_root
+    raw = cache_dir / folder / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for name in RAW_FILES:
+        target = raw / name
+        if target.exists():
+            continue
+        if (data_root / name).exists():
+            target.symlink_to((data_root / name).resolve())
+        else:
+            with gzip.open(data_root / (name + ".gz"), "rb") as src, open(target, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+    return cache_dir
 
 
 def build_data(args: argparse.Namespace) -> dict[str, Any]:
