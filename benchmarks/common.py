@@ -3,7 +3,7 @@
 Not a benchmark itself. The scripts next to it import it as ``common`` (they put this folder on
 ``sys.path``), so run them from any directory as ``python benchmarks/<script>.py``.
 
-* :class:`Net`: the seed tutorial's CNN (a copy of ``examples/mnist_pseudo_label.Net``);
+* :class:`Net`: the seed tutorial's CNN (imported from ``examples/mnist_pseudo_label.py``);
   :class:`TinyNet`: a very small CNN for CPU runs where the model must not dominate;
   :func:`make_model` builds either.
 * :func:`sync`, :func:`timed`: wall time of a callable, with a device synchronisation at the end of
@@ -36,26 +36,13 @@ RESULTS_DIR = BENCH_DIR / "results"
 
 if str(REPO_ROOT) not in sys.path:  # measure this working tree's package, installed or not
     sys.path.insert(0, str(REPO_ROOT))
+if str(REPO_ROOT / "examples") not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT / "examples"))
 
 
 # ---------------------------------------------------------------------------------------------- models
-class Net(nn.Module):
-    """The seed tutorial's CNN for 28x28 grey images."""
-
-    def __init__(self, num_classes: int = 10) -> None:
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(1, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(64, 192, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        )
-        self.classifier = nn.Sequential(
-            nn.Dropout(0.5), nn.Linear(192 * 6 * 6, 1024), nn.ReLU(),
-            nn.Dropout(0.5), nn.Linear(1024, 512), nn.ReLU(),
-            nn.Linear(512, num_classes),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(torch.flatten(self.features(x), 1))
+# The seed tutorial's CNN, as the example defines it (imported, not copied).
+from mnist_pseudo_label import Net  # noqa: E402
 
 
 class TinyNet(nn.Module):
