@@ -76,3 +76,28 @@ def test_example_killed_after_an_epoch_resumes_and_finishes(tmp_path):
     report = json.loads((out / "results.json").read_text())
     assert report["results"]["online"]["epochs"] == 2
     assert report["results"]["online"]["iterations"] == 8
+
+
+def test_example_reads_a_folder_of_raw_gz_files(tmp_path):
+    """Fashion-MNIST as Debian ships it: the four official idx files, gzipped, in one folder."""
+    import gzip
+    import struct
+    import sys
+
+    import torch
+
+    sys.path.insert(0, str(ROOT / "examples"))
+    from mnist_pseudo_label import load_data
+
+    def write(name, magic, dims, payload):
+        with gzip.open(tmp_path / f"{name}.gz", "wb") as f:
+            f.write(struct.pack(">I", magic) + b"".join(struct.pack(">I", d) for d in dims) + payload)
+
+    images = torch.randint(0, 256, (6, 28, 28), dtype=torch.uint8)
+    labels = torch.tensor([3, 1, 4, 1, 5, 9], dtype=torch.uint8)
+    for split, n in (("train", 6), ("t10k", 4)):
+        write(f"{split}-images-idx3-ubyte", 2051, (n, 28, 28), images[:n].numpy().tobytes())
+        write(f"{split}-labels-idx1-ubyte", 2049, (n,), labels[:n].numpy().tobytes())
+    train_x, train_y, test_x, test_y = load_data("fashion-mnist", str(tmp_path), tmp_path / "cache")
+    assert torch.equal(train_x, images) and train_y.tolist() == [3, 1, 4, 1, 5, 9]
+    assert test_x.shape == (4, 28, 28) and test_y.tolist() == [3, 1, 4, 1]
