@@ -39,6 +39,7 @@ import functools
 import json
 import math
 import platform
+import re
 import statistics
 import sys
 import tempfile
@@ -178,7 +179,7 @@ def run_one(method: str, args: argparse.Namespace, data: dict[str, Any], seed: i
     result = {
         "test_accuracy": tester.run(test).metrics["accuracy"],
         "best_val_accuracy": best.best_score,
-        "best_step": best._global_step_of(best.best_path) if best.best_path else None,
+        "best_step": _best_step(best.best_path, eval_every),
         "steps": trainer.state.iteration,
         "seconds": round(seconds, 1),
     }
@@ -187,6 +188,12 @@ def run_one(method: str, args: argparse.Namespace, data: dict[str, Any], seed: i
     if pseudo_accuracy:
         result["online_pseudo_accuracy_last"] = pseudo_accuracy[-1]
     return {"result": result, "state": state}
+
+
+def _best_step(path: Path | None, eval_every: int) -> int | None:
+    """Optimizer step of the kept model: its file, ``best_model_{epoch}_accuracy=...``, names the epoch."""
+    match = re.search(r"_(\d+)_accuracy=", path.name) if path is not None else None
+    return int(match.group(1)) * eval_every if match else None
 
 
 class _Raw(Dataset):
