@@ -11,6 +11,8 @@ import math
 import numbers
 from typing import Any
 
+from ignite.engine import Engine
+
 __all__: list = []
 
 
@@ -75,4 +77,53 @@ def check_identifier(name: str, value: Any) -> str:
     """A name that will become an attribute of ``engine.state``."""
     if not isinstance(value, str) or not value.isidentifier():
         raise ValueError(f"Argument {name} should be a valid Python identifier, but given {value!r}")
+    return value
+
+
+def check_engine(name: str, value: Any) -> Any:
+    """An ignite ``Engine``."""
+    if not isinstance(value, Engine):
+        raise TypeError(f"Argument {name} should be an ignite Engine, but given {type(value).__name__}")
+    return value
+
+
+def check_attach(owner: Any, engine: Any, attached_to: Any, *, name: str = "engine", hint: str = "") -> Any:
+    """The guard of every ``attach``: ``engine`` is an ``Engine`` and ``owner`` is not attached yet.
+
+    ``attached_to`` is the engine ``owner`` is attached to, or ``None``; ``hint`` ends the message.
+    """
+    check_engine(name, engine)
+    if attached_to is not None:
+        article = "an" if name[0] in "aeiou" else "a"
+        raise ValueError(f"This {type(owner).__name__} is already attached to {article} {name}{hint}")
+    return engine
+
+
+def claim_state_attributes(engine: Any, names: Any, owner: str) -> None:
+    """Creates ``engine.state.<name> = None`` for every name, none of which may exist yet (as Ignite's
+    ``create_new``); nothing is created when one exists."""
+    for attribute in names:
+        if hasattr(engine.state, attribute):
+            raise ValueError(f"Attribute '{attribute}' already exists in the engine.state; is another {owner} "
+                             "attached to this engine?")
+    for attribute in names:
+        setattr(engine.state, attribute, None)
+
+
+def check_map_style(name: str, value: Any) -> Any:
+    """A map-style dataset: it has ``__getitem__`` and ``__len__``."""
+    if not hasattr(value, "__getitem__") or not hasattr(value, "__len__"):
+        raise TypeError(f"Argument {name} should be a map-style dataset with __getitem__ and __len__, but given "
+                        f"{type(value).__name__}")
+    return value
+
+
+def check_inputs_only(owner: str, value: Any, what: str, hint: str = "") -> Any:
+    """An item (or batch) of an inputs-only dataset: not an ``(input, label, ...)`` sequence.
+
+    ``what`` names the value with its verb, e.g. ``"item 3 is"``; ``hint`` ends the message.
+    """
+    if isinstance(value, (tuple, list)):
+        raise TypeError(f"{owner} expects an inputs-only dataset, but {what} a {type(value).__name__} of "
+                        f"{len(value)}; wrap a labeled dataset in UnlabeledDataset{hint}")
     return value

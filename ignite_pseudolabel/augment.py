@@ -3,30 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable
 
 import torch
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-from ._validation import check_choice, check_float, check_int
+from ._validation import check_choice, check_float, check_inputs_only, check_int, check_map_style
+from .batch import Views
 
-__all__ = ["Views", "WeakStrongViews", "weak_strong_transforms"]
+__all__ = ["WeakStrongViews", "weak_strong_transforms"]  # Views moved to .batch; imported here still works
 
-
-class Views(NamedTuple):
-    """A weakly and a strongly augmented view of the same unlabeled sample(s), and their position(s).
-
-    ``DataLoader``'s default collation turns a list of ``Views`` into one ``Views`` of batched tensors,
-    which :class:`~ignite_pseudolabel.PseudoLabelLoss` recognises: pseudo-labels come from the weak
-    view and train the prediction on the strong view. ``sample_index`` is the position of the sample in the
-    unlabeled dataset (used by per-sample statistics such as FlexMatch's, and to measure
-    pseudo-label accuracy against held-back labels).
-    """
-
-    weak: Any
-    strong: Any
-    sample_index: Any
+#: torchvision's RandAugment magnitudes are bins 0..30 of each operation's range.
+_MAX_MAGNITUDE = 30
+#: the Cutout side of ``strength="fixmatch"`` is drawn from this many equally spaced fractions of ``cutout``.
+_CUTOUT_SIDES = 16
 
 
 class WeakStrongViews(Dataset):
@@ -50,8 +41,7 @@ class WeakStrongViews(Dataset):
     """
 
     def __init__(self, dataset: Any, weak: Callable[[Any], Any], strong: Callable[[Any], Any]) -> None:
-        if not hasattr(dataset, "__getitem__") or not hasattr(dataset, "__len__"):
-            raise TypeError(f"Argument dataset should be a map-style dataset, but given {type(dataset).__name__}")
+        check_map_style("dataset", dataset)
         for name, fn in (("weak", weak), ("strong", strong)):
             if not callable(fn):
                 raise TypeError(f"Argument {name} should be a callable transform, but given {type(fn).__name__}")
@@ -61,10 +51,7 @@ class WeakStrongViews(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, i: int) -> Views:
-        x = self.dataset[i]
-        if isinstance(x, (tuple, list)):
-            raise TypeError(f"WeakStrongViews expects an inputs-only dataset, but item {i} is a {type(x).__name__}; "
-                            "wrap a labeled dataset in UnlabeledDataset first")
+        x = check_inputs_only("WeakStrongViews", self.dataset[i], f"item {i} is", " first")
         return Views(self.weak(x), self.strong(x), i)
 
 
@@ -75,9 +62,10 @@ def weak_strong_transforms(
     std: Sequence[float] = (0.5,),
     size: int | None = None,
     num_ops: int = 2,
-    magnitude: int = 10,
+    magnitude: int | None = None,
     cutout: float = 0.5,
     policy: str = "randaugment",
+    strength: str = "torchvision",
 ) -> tuple[v2.Transform, v2.Transform]:
     """FixMatch's weak and strong augmentations built from torchvision v2 transforms.
 
@@ -87,8 +75,18 @@ def weak_strong_transforms(
       strong = weak + RandAugment (or TrivialAugment) + Cutout. No flips.
 
     Both end with ``ToDtype(float32, scale=True)`` and ``Normalize(mean, std)``; Cutout is
-    ``RandomErasing`` of a square patch covering up to ``cutout`` of the image side (FixMatch: 0.5).
-    Inputs are ``uint8`` tensor images ``(C, H, W)`` (or PIL images).
+    ``RandomErasing`` of a square patch, set to 0 after normalisation (the mean colour), always
+    applied. Inputs are ``uint8`` tensor images ``(C, H, W)`` (or PIL images). ``strength`` sets how
+    the strong view samples:
+
+    * ``"torchvision"`` (the default): torchvision's RandAugment, every image with the same
+      ``magnitude`` (default 10); the Cutout area is uniform up to ``cutout**2`` of the image.
+    * ``"fixmatch"``: as FixMatch (and USB, TorchSSL) sample it: each of the ``num_ops`` RandAugment
+      operations draws its own magnitude uniformly from 0 to ``magnitude`` (default 30, the whole range
+      of torchvision's operations; its largest translation, 45% of the side, exceeds FixMatch's 30%),
+      and the Cutout side is uniform up to ``cutout`` of the image side (among 16 equally spaced
+      values; on images of at least 16 pixels a side every patch covers a pixel). USB and TorchSSL use
+      ``num_ops=3``. TrivialAugment is the same in both.
 
     Args:
         kind: ``"natural"`` or ``"digits"``.
@@ -96,17 +94,34 @@ def weak_strong_transforms(
         std: per-channel standard deviation for normalisation.
         size: image side for the random crop of ``"natural"`` images.
         num_ops: RandAugment operations per image (FixMatch: 2).
-        magnitude: RandAugment magnitude (0-30 in torchvision; FixMatch samples it, 10 is typical).
-        cutout: largest Cutout side as a fraction of the image side, in [0, 1] (0 disables it).
+        magnitude: RandAugment magnitude, in [0, 30]: the magnitude of every image (default 10), or with
+            ``strength="fixmatch"`` the largest one drawn (default 30).
+        cutout: largest Cutout side as a fraction of the image side, in [0, 1] (0 disables it; a
+            patch that would not fit strictly inside the image is not erased).
         policy: ``"randaugment"`` or ``"trivialaugment"``.
+        strength: ``"torchvision"`` or ``"fixmatch"``, see above.
 
     Returns:
         ``(weak, strong)`` transforms.
+
+    Examples:
+        >>> weak, strong = weak_strong_transforms("natural", size=32, num_ops=3, strength="fixmatch")
+        >>> _ = torch.manual_seed(0)
+        >>> strong(torch.full((3, 32, 32), 255, dtype=torch.uint8)).shape
+        torch.Size([3, 32, 32])
+
+    .. versionchanged:: 0.3.0
+        ``strength``.
     """
     check_choice("kind", kind, ("natural", "digits"))
     check_choice("policy", policy, ("randaugment", "trivialaugment"))
+    check_choice("strength", strength, ("torchvision", "fixmatch"))
     num_ops = check_int("num_ops", num_ops, minimum=0)
+    if magnitude is None:
+        magnitude = _MAX_MAGNITUDE if strength == "fixmatch" else 10
     magnitude = check_int("magnitude", magnitude, minimum=0)
+    if magnitude > _MAX_MAGNITUDE:
+        raise ValueError(f"Argument magnitude should be an integer in [0, {_MAX_MAGNITUDE}], but given {magnitude}")
     cutout = check_float("cutout", cutout, low=0.0, high=1.0)
     if len(mean) != len(std):
         raise ValueError(f"Arguments mean and std should have the same length, but given {len(mean)} and {len(std)}")
@@ -119,11 +134,23 @@ def weak_strong_transforms(
     else:
         geometric = [v2.RandomAffine(degrees=0, translate=(0.125, 0.125))]
     to_float = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
-    augment = v2.RandAugment(num_ops=num_ops, magnitude=magnitude) if policy == "randaugment" \
-        else v2.TrivialAugmentWide()
-    # Cutout: one square patch whose side is up to `cutout` of the image side (area up to cutout^2).
-    erase = [v2.RandomErasing(p=1.0, scale=(0.0001, max(cutout**2, 0.0002)), ratio=(1.0, 1.0), value=0)] \
-        if cutout > 0 else []
+    augment: v2.Transform
+    if policy == "trivialaugment":
+        augment = v2.TrivialAugmentWide()
+    elif strength == "fixmatch" and num_ops > 0:
+        # Each operation with its own magnitude: one-operation RandAugments, each picked at random per image.
+        augment = v2.Compose([v2.RandomChoice([v2.RandAugment(num_ops=1, magnitude=m) for m in range(magnitude + 1)])
+                              for _ in range(num_ops)])
+    else:
+        augment = v2.RandAugment(num_ops=num_ops, magnitude=magnitude)
+    # Cutout: one square patch whose side is up to `cutout` of the image side.
+    erase: list[v2.Transform] = []
+    if cutout > 0 and strength == "fixmatch":  # side uniform up to `cutout`
+        sides = [cutout * k / _CUTOUT_SIDES for k in range(1, _CUTOUT_SIDES + 1)]
+        erase = [v2.RandomChoice([v2.RandomErasing(p=1.0, scale=(f * f, f * f), ratio=(1.0, 1.0), value=0)
+                                  for f in sides])]
+    elif cutout > 0:  # area uniform up to `cutout`^2
+        erase = [v2.RandomErasing(p=1.0, scale=(0.0001, max(cutout**2, 0.0002)), ratio=(1.0, 1.0), value=0)]
     weak = v2.Compose([*geometric, *to_float])
     strong = v2.Compose([*geometric, augment, *to_float, *erase])
     return weak, strong

@@ -1,66 +1,28 @@
-"""The combined labeled + unlabeled (or pseudo-labeled) stream and the batch it yields.
+"""The combined labeled + unlabeled (or pseudo-labeled) stream.
 
 An epoch follows the labeled loader; the second stream cycles independently of it, starting a new
 pass (and so a new shuffle) whenever it is exhausted, and a new pass whenever the pseudo-labeled set
-it reads is replaced by a new mining round.
+it reads is replaced by a new mining round. What the stream yields, and how a batch becomes the
+inputs and target of one forward pass, is in ``ignite_pseudolabel.batch`` (``SemiSupervisedBatch``,
+``SemiSupervisedTarget`` and ``prepare_semi_supervised_batch`` moved there in 0.3.0 and can still be
+imported from here).
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable
 
 import torch
-from ignite.utils import convert_tensor
 from torch.utils.data import DataLoader, RandomSampler
 
 from ._validation import optional_int
-from .augment import Views
+from .batch import SemiSupervisedBatch, SemiSupervisedTarget, prepare_semi_supervised_batch  # noqa: F401
 from .datasets import PseudoLabeledDataset
 from .rng import RNGState
 
-__all__ = ["SemiSupervisedBatch", "SemiSupervisedLoader", "SemiSupervisedTarget"]
-
-
-class SemiSupervisedBatch(NamedTuple):
-    """What :class:`SemiSupervisedLoader` yields: a labeled batch and at most one other batch.
-
-    Attributes:
-        labeled: the labeled loader's batch, ``(inputs, labels)``.
-        unlabeled: an unlabeled batch (online pseudo-labels): its inputs, or the :class:`Views` of
-            :class:`WeakStrongViews` (weak view, strong view, positions); or ``None``.
-        pseudo: ``(inputs, pseudo_labels)`` of a pseudo-labeled batch (mined pseudo-labels), or ``None``.
-    """
-
-    labeled: Any
-    unlabeled: Any = None
-    pseudo: Any = None
-
-
-class SemiSupervisedTarget(NamedTuple):
-    """The target that :meth:`PseudoLabelLoss.prepare_batch` pairs with the concatenated inputs.
-
-    The first ``labels.shape[0]`` rows of the predictions are the labeled samples. The remaining rows
-    are pseudo-labeled (their labels are ``pseudo_labels``) or unlabeled; for unlabeled rows the
-    pseudo-labels come from ``teacher_logits`` when given, else from the predictions themselves:
-    with ``views == 1`` every unlabeled row is both source and student (Lee 2013); with
-    ``views == 2`` the first half of the rows is the weak view (the source) and the second half the
-    strong view (the student), as in FixMatch.
-
-    Attributes:
-        labels: labels of the labeled rows.
-        pseudo_labels: mined pseudo-labels of the other rows, or ``None``.
-        views: 1 or 2, see above.
-        sample_index: positions of the unlabeled samples in their dataset (from :class:`Views`), or ``None``.
-        teacher_logits: a teacher's (e.g. an EMA model's) logits for the unlabeled samples, or ``None``.
-    """
-
-    labels: torch.Tensor
-    pseudo_labels: torch.Tensor | None = None
-    views: int = 1
-    sample_index: torch.Tensor | None = None
-    teacher_logits: torch.Tensor | None = None
+__all__ = ["SemiSupervisedLoader"]
 
 
 def _sized_len(obj: Any) -> int | None:
@@ -287,78 +249,3 @@ class SemiSupervisedLoader:
                              f"but given {state_dict!r}")
         self._labeled_stream.load_state_dict(state_dict["labeled"])
         self._second.load_state_dict(state_dict["second"])
-
-
-def _inputs_of_labeled(batch: Any, name: str) -> tuple[Any, Any]:
-    if not isinstance(batch, (tuple, list)) or len(batch) != 2:
-        shape = f"a {type(batch).__name__}" + (f" of {len(batch)}" if isinstance(batch, (tuple, list)) else "")
-        raise TypeError(f"The {name} batch should be an (inputs, labels) pair, but given {shape}")
-    return batch[0], batch[1]
-
-
-def _inputs_of_unlabeled(batch: Any) -> Any:
-    if isinstance(batch, (tuple, list)):
-        if len(batch) == 1:
-            return batch[0]
-        raise TypeError(f"The unlabeled batch should hold inputs only, but given a {type(batch).__name__} of "
-                        f"{len(batch)}: if these are (inputs, labels), wrap the dataset in UnlabeledDataset so "
-                        "its labels are never trained on, or pass (inputs, pseudo_labels) batches as pseudo=")
-    return batch
-
-
-def _check_rows(first: torch.Tensor, second: torch.Tensor, name: str) -> None:
-    if not isinstance(second, torch.Tensor) or not isinstance(first, torch.Tensor):
-        raise TypeError(f"The labeled and {name} inputs should be tensors, but given {type(first).__name__} "
-                        f"and {type(second).__name__}; for other structures write a prepare_batch of your own")
-    if first.shape[1:] != second.shape[1:] or first.dtype != second.dtype:
-        raise ValueError(f"The {name} inputs should have the labeled inputs' per-sample shape "
-                         f"{tuple(first.shape[1:])} and dtype {first.dtype}, but given {tuple(second.shape[1:])} "
-                         f"and {second.dtype}")
-
-
-def prepare_semi_supervised_batch(
-    batch: SemiSupervisedBatch,
-    device: str | torch.device | None = None,
-    non_blocking: bool = False,
-    use_second: bool = True,
-    teacher: Callable[[torch.Tensor], torch.Tensor] | None = None,
-) -> tuple[torch.Tensor, SemiSupervisedTarget]:
-    """Concatenates the inputs of a :class:`SemiSupervisedBatch` for one forward pass (private helper).
-
-    Each part is moved to ``device`` first and concatenated there, so pinned host memory is copied
-    asynchronously. With a ``teacher``, the unlabeled inputs (the weak view, for :class:`Views`) go
-    through the teacher without gradients and only the student's inputs join the batch.
-    """
-    if not isinstance(batch, SemiSupervisedBatch):
-        raise TypeError(f"Expected a SemiSupervisedBatch from SemiSupervisedLoader, but given a "
-                        f"{type(batch).__name__}: run the trainer on SemiSupervisedLoader(labeled, unlabeled=...)")
-
-    def move(t: Any) -> Any:
-        return convert_tensor(t, device=device, non_blocking=non_blocking)
-
-    inputs, labels = _inputs_of_labeled(batch.labeled, "labeled")
-    x, y = move(inputs), move(labels)
-    if not use_second or (batch.unlabeled is None and batch.pseudo is None):
-        return x, SemiSupervisedTarget(y)
-    if batch.pseudo is not None:
-        inputs, pseudo = _inputs_of_labeled(batch.pseudo, "pseudo-labeled")
-        x_p = move(inputs)
-        _check_rows(x, x_p, "pseudo-labeled")
-        return torch.cat([x, x_p]), SemiSupervisedTarget(y, move(pseudo))
-    index = None
-    if isinstance(batch.unlabeled, Views):
-        views = batch.unlabeled
-        weak, strong, index = move(views.weak), move(views.strong), move(views.sample_index)
-        _check_rows(x, weak, "weak-view")
-        _check_rows(x, strong, "strong-view")
-        source, student = weak, strong
-    else:
-        source = student = move(_inputs_of_unlabeled(batch.unlabeled))
-        _check_rows(x, student, "unlabeled")
-    if teacher is not None:
-        with torch.no_grad():
-            teacher_logits = teacher(source)
-        return torch.cat([x, student]), SemiSupervisedTarget(y, sample_index=index, teacher_logits=teacher_logits)
-    if source is student:
-        return torch.cat([x, student]), SemiSupervisedTarget(y, sample_index=index)
-    return torch.cat([x, source, student]), SemiSupervisedTarget(y, views=2, sample_index=index)

@@ -12,6 +12,8 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from ._validation import check_inputs_only, check_map_style
+
 __all__ = ["PseudoLabeledDataset", "UnlabeledDataset"]
 
 
@@ -54,9 +56,7 @@ class UnlabeledDataset(Dataset):
     """
 
     def __init__(self, dataset: Dataset, indices: Sequence[int] | torch.Tensor | None = None) -> None:
-        if not hasattr(dataset, "__getitem__") or not hasattr(dataset, "__len__"):
-            raise TypeError(f"Argument dataset should be a map-style dataset with __getitem__ and __len__, "
-                            f"but given {type(dataset).__name__}")
+        check_map_style("dataset", dataset)
         self.dataset = dataset
         n = len(dataset)  # type: ignore[arg-type]
         self.indices = torch.arange(n) if indices is None else _as_index_tensor("indices", indices, n)
@@ -115,9 +115,7 @@ class PseudoLabeledDataset(Dataset):
         indices: Sequence[int] | torch.Tensor | None = None,
         labels: Sequence[int] | torch.Tensor | None = None,
     ) -> None:
-        if not hasattr(dataset, "__getitem__") or not hasattr(dataset, "__len__"):
-            raise TypeError(f"Argument dataset should be a map-style dataset with __getitem__ and __len__, "
-                            f"but given {type(dataset).__name__}")
+        check_map_style("dataset", dataset)
         self.dataset = dataset
         self.version = 0
         self.indices = torch.empty(0, dtype=torch.int64)
@@ -142,9 +140,7 @@ class PseudoLabeledDataset(Dataset):
         return int(self.indices.numel())
 
     def __getitem__(self, i: int) -> tuple[Any, int]:
-        item = self.dataset[int(self.indices[i])]
-        if isinstance(item, (tuple, list)):
-            raise TypeError(f"PseudoLabeledDataset expects an inputs-only dataset, but item "
-                            f"{int(self.indices[i])} is a {type(item).__name__} of {len(item)}; wrap a labeled "
-                            "dataset in UnlabeledDataset so its true labels are never used as pseudo-labels")
+        position = int(self.indices[i])
+        item = check_inputs_only("PseudoLabeledDataset", self.dataset[position], f"item {position} is",
+                                 " so its true labels are never used as pseudo-labels")
         return item, int(self.labels[i])

@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import ignite.distributed as idist
 import torch
 import torch.nn.functional as F
 from ignite.engine import Engine, Events
 
-from ._validation import check_identifier, optional_float
+from ._stats import confident_labels, finite_softmax, masked_mean
+from ._validation import check_attach, check_float, check_identifier, check_int, claim_state_attributes, optional_float
 from .alignment import DistributionAlignment, sharpen
-from .data import SemiSupervisedBatch, SemiSupervisedTarget, prepare_semi_supervised_batch
+from .batch import SemiSupervisedBatch, SemiSupervisedTarget, prepare_semi_supervised_batch
 from .thresholds import FixedThreshold, ThresholdPolicy
 
-__all__ = ["PseudoLabelLoss", "hard_pseudo_labels", "masked_cross_entropy", "masked_soft_cross_entropy"]
-
-#: Attributes that :meth:`PseudoLabelLoss.attach` publishes on ``engine.state`` after every iteration.
-STATE_ATTRIBUTES = ("supervised_loss", "pseudo_loss", "pseudo_mask_rate", "pseudo_accuracy")
+__all__ = [
+    "PseudoLabelLoss",
+    "SelfAdaptiveFairness",
+    "hard_pseudo_labels",
+    "masked_cross_entropy",
+    "masked_soft_cross_entropy",
+    "self_adaptive_fairness",
+]
 
 
 def hard_pseudo_labels(
@@ -44,10 +49,7 @@ def hard_pseudo_labels(
     """
     if logits.ndim < 2:
         raise ValueError(f"Expected logits of shape (N, C, ...), but given shape {tuple(logits.shape)}")
-    logits = logits.detach()
-    finite = torch.isfinite(logits).all(dim=1)
-    probs = torch.softmax(logits.float(), dim=1)
-    confidence, labels = probs.max(dim=1)
+    confidence, labels, finite = confident_labels(logits)
     mask = finite if threshold is None else finite & (confidence >= threshold)
     return labels, mask
 
@@ -101,6 +103,127 @@ def masked_soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, mask:
     return (per_prediction * mask).mean()
 
 
+def self_adaptive_fairness(
+    logits: torch.Tensor, mask: torch.Tensor, class_probabilities: torch.Tensor, label_histogram: torch.Tensor
+) -> torch.Tensor:
+    """FreeMatch's self-adaptive fairness term ``L_f = -H(SumNorm(p~ / h~), SumNorm(p_bar / h_bar))``.
+
+    ``p~`` and ``h~`` are the moving averages of the mean class probabilities and of the histogram
+    of the predicted classes on the (weak) unlabeled predictions; ``p_bar`` and ``h_bar`` are the mean
+    probabilities and the histogram of the argmax of ``logits`` (the strong view's predictions) over
+    the rows where ``mask`` is True. ``SumNorm`` normalises to sum 1 and ``H(a, b) = -sum_c a_c log b_c``;
+    a class with an empty histogram bin gets weight 0 (as in USB, which adds ``1e-12`` inside the
+    log). Minimising ``L_f`` pushes the batch's mean prediction towards the classes the model
+    predicts rarely. Gradients flow through ``p_bar`` only. No host synchronisation: without any
+    masked row the term is 0.
+
+    Args:
+        logits: ``(M, C)`` logits of the predictions trained on the pseudo-labels (rows with a False
+            ``mask`` may be non-finite).
+        mask: ``(M,)`` bool, the rows that use their pseudo-label.
+        class_probabilities: ``(C,)`` moving average ``p~``.
+        label_histogram: ``(C,)`` moving average ``h~``.
+
+    Returns:
+        A scalar tensor.
+
+    Examples:
+        >>> logits = torch.tensor([[0.8, 0.2], [0.3, 0.7], [0.1, 0.9]]).log()
+        >>> value = self_adaptive_fairness(logits, torch.tensor([True, True, False]),
+        ...                                torch.tensor([0.6, 0.4]), torch.tensor([0.5, 0.5]))
+        >>> torch.allclose(value, 0.6 * torch.tensor(0.55).log() + 0.4 * torch.tensor(0.45).log())
+        True
+    """
+    if logits.ndim != 2 or mask.shape != logits.shape[:1]:
+        raise ValueError(f"Expected (M, C) logits and an (M,) mask, but given shapes {tuple(logits.shape)} and "
+                         f"{tuple(mask.shape)}")
+    num_classes = logits.shape[1]
+    keep = mask.unsqueeze(1)
+    probs = torch.softmax(torch.where(keep, logits, 0.0).float(), dim=1)
+    weight = mask.to(probs.dtype)
+    count = weight.sum()
+    mean_probs = (probs * weight.unsqueeze(1)).sum(0) / count.clamp(min=1)
+    one_hot = F.one_hot(probs.detach().argmax(dim=1), num_classes).to(probs.dtype)
+    histogram = (one_hot * weight.unsqueeze(1)).sum(0) / count.clamp(min=1)
+
+    def sum_norm(values: torch.Tensor, hist: torch.Tensor) -> torch.Tensor:
+        scaled = values * torch.where(hist > 0, 1.0 / hist.clamp(min=1e-12), 0.0)
+        return scaled / scaled.sum().clamp(min=1e-12)
+
+    model_side = sum_norm(class_probabilities.to(probs.dtype), label_histogram.to(probs.dtype)).detach()
+    batch_side = sum_norm(mean_probs, histogram)
+    value = (model_side * torch.log(batch_side + 1e-12)).sum()
+    return torch.where(count > 0, value, 0.0)
+
+
+class SelfAdaptiveFairness(torch.nn.Module):
+    """FreeMatch's self-adaptive fairness term (Wang et al., 2023), for ``PseudoLabelLoss(fairness=...)``.
+
+    Keeps the moving averages of the mean class probabilities and of the histogram of the predicted
+    classes of the pseudo-label sources (the weak view; after distribution alignment, if any), both
+    starting at ``1 / num_classes`` and updated before the term is computed (as in USB), and returns
+    :func:`self_adaptive_fairness` of the predictions trained on the pseudo-labels (the strong view)
+    over the rows that use their pseudo-label. The loss adds ``alpha * weight * L_f``: with
+    ``alpha = 1`` (FreeMatch's unlabeled weight) ``weight`` is FreeMatch's ``lambda_f``. The moving
+    averages are buffers (saved in ``state_dict``), updated with batch means averaged across processes
+    under ``ignite.distributed``; the term itself, like the others, is computed on each process's batch.
+
+    Args:
+        num_classes: number of classes.
+        weight: the weight ``lambda_f`` of the term, >= 0 (FreeMatch: 0.01 on CIFAR, 0.001 on some
+            other data sets).
+        momentum: EMA momentum of the statistics (FreeMatch: 0.999, as its thresholds'), in [0, 1).
+
+    Examples:
+        >>> fairness = SelfAdaptiveFairness(2, momentum=0.0)
+        >>> weak = torch.tensor([[0.9, 0.1], [0.6, 0.4]])
+        >>> strong = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
+        >>> value = fairness(weak, torch.tensor([True, True]), strong, torch.tensor([True, True]))
+        >>> fairness.class_probabilities, fairness.label_histogram
+        (tensor([0.7500, 0.2500]), tensor([1., 0.]))
+        >>> value  # log of the strong view's mean probability of class 0, the only one in the histogram
+        tensor(-0.5536)
+
+    .. versionadded:: 0.3.0
+    """
+
+    class_probabilities: torch.Tensor
+    label_histogram: torch.Tensor
+
+    def __init__(self, num_classes: int, weight: float = 0.01, momentum: float = 0.999) -> None:
+        super().__init__()
+        self.num_classes = check_int("num_classes", num_classes, minimum=2)
+        self.weight = check_float("weight", weight, low=0.0)
+        self.momentum = check_float("momentum", momentum, low=0.0, high=1.0, high_inclusive=False)
+        self.register_buffer("class_probabilities", torch.full((self.num_classes,), 1.0 / self.num_classes))
+        self.register_buffer("label_histogram", torch.full((self.num_classes,), 1.0 / self.num_classes))
+
+    def forward(
+        self, probs: torch.Tensor, valid: torch.Tensor, logits: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        """Updates the statistics with the sources and returns the unweighted term.
+
+        Args:
+            probs: ``(M, C)`` class probabilities of the pseudo-label sources.
+            valid: ``(M,)`` bool, False for sources with non-finite logits (left out of the statistics).
+            logits: ``(M, C)`` logits of the predictions trained on the pseudo-labels.
+            mask: ``(M,)`` bool, the rows that use their pseudo-label.
+        """
+        m = self.momentum
+        one_hot = F.one_hot(probs.argmax(dim=1), self.num_classes).to(probs.dtype)
+        means, count = masked_mean(torch.cat([probs, one_hot], dim=1), valid)  # one reduction for both
+        batch_probabilities, batch_histogram = means.split(self.num_classes)
+        any_valid = count > 0
+        self.class_probabilities = torch.where(
+            any_valid, m * self.class_probabilities + (1 - m) * batch_probabilities, self.class_probabilities)
+        self.label_histogram = torch.where(
+            any_valid, m * self.label_histogram + (1 - m) * batch_histogram, self.label_histogram)
+        return self_adaptive_fairness(logits, mask, self.class_probabilities, self.label_histogram)
+
+    def extra_repr(self) -> str:
+        return f"num_classes={self.num_classes}, weight={self.weight}, momentum={self.momentum}"
+
+
 class PseudoLabelLoss(torch.nn.Module):
     """``L_labeled + alpha * L_pseudo`` for a stock ``create_supervised_trainer``.
 
@@ -124,7 +247,9 @@ class PseudoLabelLoss(torch.nn.Module):
     (a fixed ``threshold``, or :class:`~ignite_pseudolabel.FlexMatchThreshold`,
     :class:`~ignite_pseudolabel.FreeMatchThreshold`) deciding which to use -> hard labels (argmax)
     or, with ``temperature``, soft labels (sharpened probabilities). The pseudo term is averaged over
-    all unlabeled predictions, the unused ones contributing 0 (:func:`masked_cross_entropy`). Dense
+    all unlabeled predictions, the unused ones contributing 0 (:func:`masked_cross_entropy`). With
+    ``fairness`` (:class:`~ignite_pseudolabel.SelfAdaptiveFairness`, FreeMatch), the pseudo term is
+    ``L_u + weight * L_f``, ``L_f`` being computed on the used predictions. Dense
     logits ``(N, C, d1, ...)`` get a pseudo-label and a mask entry per element. A prediction with a
     non-finite logit (in the source of the pseudo-label or in the prediction trained on it, or among
     the mined rows) is never used, and non-finite sources never enter the statistics.
@@ -137,10 +262,12 @@ class PseudoLabelLoss(torch.nn.Module):
     host synchronisation; loggers convert them when they log): ``supervised_loss``, ``pseudo_loss``,
     ``pseudo_mask_rate`` (the fraction of unlabeled predictions used; for mined pseudo-labels the
     fraction with finite predictions, normally 1; 0 when the batch had none) and ``pseudo_accuracy``
-    (accuracy of the used online pseudo-labels against ``held_back_targets``, when given; else None).
+    (accuracy of the used online pseudo-labels against ``held_back_targets``, when given; else None);
+    with ``fairness``, also ``fairness_loss`` (the unweighted ``L_f``; 0 for mined pseudo-labels or
+    without unlabeled rows).
 
-    The loss is an ``nn.Module``: the statistics of its threshold policy and alignment are buffers in
-    its ``state_dict``; include the loss in your checkpoint to resume them.
+    The loss is an ``nn.Module``: the statistics of its threshold policy, alignment and fairness term
+    are buffers in its ``state_dict``; include the loss in your checkpoint to resume them.
 
     Args:
         threshold: online pseudo-labels only: a minimum softmax confidence in (0, 1] (``None``: use
@@ -151,6 +278,8 @@ class PseudoLabelLoss(torch.nn.Module):
         temperature: soft pseudo-labels sharpened with this temperature in (0, 1] (``None``: hard labels).
         alignment: a :class:`~ignite_pseudolabel.DistributionAlignment` applied to the probabilities
             before thresholding.
+        fairness: a :class:`~ignite_pseudolabel.SelfAdaptiveFairness` term added to the online pseudo
+            term with its ``weight`` (``None``: none, the default).
         teacher: a model producing the pseudo-labels (called without gradients, in its current mode;
             an ``EMAHandler``'s ``ema_model`` is in eval mode).
         held_back_targets: the true labels of the unlabeled dataset, indexed by ``Views.sample_index``, for
@@ -182,7 +311,17 @@ class PseudoLabelLoss(torch.nn.Module):
     .. versionchanged:: 0.2.0
         Weak/strong views, threshold policies, distribution alignment, soft labels, teacher,
         ``pseudo_accuracy``.
+
+    .. versionchanged:: 0.3.0
+        ``fairness`` (FreeMatch's self-adaptive fairness) and the ``fairness_loss`` component;
+        :attr:`state_attributes`.
     """
+
+    #: The components that :meth:`attach` publishes on ``engine.state`` after every iteration.
+    component_names: ClassVar[tuple[str, ...]] = ("supervised_loss", "pseudo_loss", "pseudo_mask_rate",
+                                                  "pseudo_accuracy")
+    #: The component published too when the loss has a :class:`SelfAdaptiveFairness` term.
+    fairness_component: ClassVar[str] = "fairness_loss"
 
     def __init__(
         self,
@@ -192,6 +331,7 @@ class PseudoLabelLoss(torch.nn.Module):
         supervised_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         temperature: float | None = None,
         alignment: DistributionAlignment | None = None,
+        fairness: SelfAdaptiveFairness | None = None,
         teacher: torch.nn.Module | None = None,
         held_back_targets: torch.Tensor | None = None,
         alpha_name: str = "alpha",
@@ -211,6 +351,10 @@ class PseudoLabelLoss(torch.nn.Module):
             raise TypeError("Argument alignment should be a DistributionAlignment, but given "
                             f"{type(alignment).__name__}")
         self.alignment = alignment
+        if fairness is not None and not isinstance(fairness, SelfAdaptiveFairness):
+            raise TypeError("Argument fairness should be a SelfAdaptiveFairness, but given "
+                            f"{type(fairness).__name__}")
+        self.fairness = fairness
         if teacher is not None and not callable(teacher):
             raise TypeError(f"Argument teacher should be a model (callable), but given {type(teacher).__name__}")
         # Kept out of the registered submodules: the teacher is saved by whoever owns it (e.g. EMAHandler).
@@ -232,27 +376,35 @@ class PseudoLabelLoss(torch.nn.Module):
         """The fixed threshold, if the policy is a :class:`~ignite_pseudolabel.FixedThreshold`."""
         return self.policy.threshold if isinstance(self.policy, FixedThreshold) else None
 
+    @property
+    def state_attributes(self) -> tuple[str, ...]:
+        """The attributes that :meth:`attach` publishes on ``engine.state``: :attr:`component_names`,
+        and :attr:`fairness_component` when the loss has a fairness term. (The loss reads
+        ``engine.state.<alpha_name>``; it does not publish it.)
+
+        Examples:
+            >>> PseudoLabelLoss(fairness=SelfAdaptiveFairness(3)).state_attributes
+            ('supervised_loss', 'pseudo_loss', 'pseudo_mask_rate', 'pseudo_accuracy', 'fairness_loss')
+        """
+        return self.component_names + ((self.fairness_component,) if self.fairness is not None else ())
+
     def attach(self, engine: Engine) -> None:
         """Reads alpha from ``engine.state`` and publishes the loss components there after every iteration.
 
+        The attributes published are :attr:`state_attributes`.
+
         Raises:
+            TypeError: if ``engine`` is not an ``Engine``.
             ValueError: if this loss is already attached, or ``engine.state`` already has one of the
                 attributes it publishes.
         """
-        if not isinstance(engine, Engine):
-            raise TypeError(f"Argument engine should be an ignite Engine, but given {type(engine).__name__}")
-        if self._engine is not None:
-            raise ValueError("This PseudoLabelLoss is already attached to an engine; create one loss per trainer")
-        for name in STATE_ATTRIBUTES:
-            if hasattr(engine.state, name):
-                raise ValueError(f"Attribute '{name}' already exists in the engine.state; is another "
-                                 "PseudoLabelLoss attached to this engine?")
-            setattr(engine.state, name, None)
+        check_attach(self, engine, self._engine, hint="; create one loss per trainer")
+        claim_state_attributes(engine, self.state_attributes, "PseudoLabelLoss")
         self._engine = engine
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._publish)
 
     def _publish(self, engine: Engine) -> None:
-        for name in STATE_ATTRIBUTES:
+        for name in self.state_attributes:
             setattr(engine.state, name, self.components.get(name))
 
     def current_alpha(self) -> float:
@@ -284,7 +436,8 @@ class PseudoLabelLoss(torch.nn.Module):
         The signature is that of the ``prepare_batch`` argument of Ignite's supervised trainers.
         The labeled inputs come first, then the unlabeled (weak and strong views, or only the
         student's inputs with a teacher) or pseudo-labeled inputs, left out while alpha is 0; each
-        part is moved to ``device`` before one concatenation there.
+        part is moved to ``device`` before one concatenation there. It is
+        :func:`~ignite_pseudolabel.prepare_semi_supervised_batch` with this loss's teacher and alpha.
 
         Raises:
             TypeError: if the batch does not come from :class:`~ignite_pseudolabel.SemiSupervisedLoader`
@@ -312,6 +465,7 @@ class PseudoLabelLoss(torch.nn.Module):
                              f"plus {expected} pseudo-labeled or unlabeled rows ({target.views} view(s))")
         supervised = self.supervised_loss(y_pred[:n_labeled], target.labels)
         accuracy: tuple[torch.Tensor, torch.Tensor] | None = None
+        fairness = None if self.fairness is None else torch.zeros((), device=y_pred.device)
         if n_other == 0:
             pseudo = mask_rate = torch.zeros((), device=y_pred.device)
         elif target.pseudo_labels is not None:
@@ -328,27 +482,30 @@ class PseudoLabelLoss(torch.nn.Module):
             if source.shape != student.shape:
                 raise ValueError(f"The pseudo-label source predictions have shape {tuple(source.shape)}, but the "
                                  f"student's have {tuple(student.shape)}")
-            pseudo, mask, labels = self._online_term(source.detach(), student, target.sample_index)
+            pseudo, mask, labels, fairness = self._online_term(source.detach(), student, target.sample_index)
             mask_rate = mask.float().mean()
             accuracy = self._accuracy(labels, mask, target.sample_index)
-        self.components = self._components(supervised, pseudo, mask_rate, accuracy)
+        self.components = self._components(supervised, pseudo, mask_rate, accuracy, fairness)
         alpha = self.current_alpha()
-        return supervised if alpha == 0.0 or n_other == 0 else supervised + alpha * pseudo
+        if alpha == 0.0 or n_other == 0:
+            return supervised
+        if self.fairness is not None and fairness is not None:
+            pseudo = pseudo + self.fairness.weight * fairness
+        return supervised + alpha * pseudo
 
     def _online_term(
         self, source: torch.Tensor, student: torch.Tensor, index: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The pseudo term of online pseudo-labels, the mask used and the hard labels."""
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The pseudo term of online pseudo-labels, the mask used, the hard labels and the fairness term."""
         num_classes = source.shape[1]
-        for name, module in (("threshold policy", self.policy), ("alignment", self.alignment)):
+        modules = (("threshold policy", self.policy), ("alignment", self.alignment), ("fairness", self.fairness))
+        for name, module in modules:
             expected = getattr(module, "num_classes", None)
             if expected is not None and expected != num_classes:
                 raise ValueError(f"The model outputs {num_classes} classes, but the {name} "
                                  f"{type(module).__name__} was built for num_classes={expected}")
         # Work on (M, C) rows: one per sample, or one per element of dense predictions.
-        rows = source.float().movedim(1, -1).reshape(-1, num_classes)
-        valid = torch.isfinite(rows).all(dim=1)
-        probs = torch.softmax(torch.where(valid.unsqueeze(1), rows, 0.0), dim=1)
+        probs, valid = finite_softmax(source.movedim(1, -1).reshape(-1, num_classes))
         if self.alignment is not None:
             self._follow(self.alignment, probs)
             probs = self.alignment(probs, valid)
@@ -357,17 +514,22 @@ class PseudoLabelLoss(torch.nn.Module):
             mask = valid
         else:
             self._follow(self.policy, probs)
-            row_index = index if index is not None and index.shape[0] == rows.shape[0] else None
+            row_index = index if index is not None and index.shape[0] == probs.shape[0] else None
             if self.policy.needs_index and row_index is None and index is not None:
                 raise ValueError(f"{type(self.policy).__name__} works on (N, C) predictions only, one per sample")
             mask = self.policy(probs, valid, row_index)
         shape = (source.shape[0], *source.shape[2:])
         # A student prediction that is not finite is not trained on either (its loss would be NaN).
         labels, mask = labels.view(shape), mask.view(shape) & torch.isfinite(student.detach()).all(dim=1)
+        fairness = None
+        if self.fairness is not None:
+            self._follow(self.fairness, probs)
+            student_rows = student.movedim(1, -1).reshape(-1, num_classes)
+            fairness = self.fairness(probs, valid, student_rows, mask.reshape(-1))
         if self.temperature is None:
-            return masked_cross_entropy(student, labels, mask), mask, labels
+            return masked_cross_entropy(student, labels, mask), mask, labels, fairness
         soft = sharpen(probs, self.temperature).view(*shape, num_classes).movedim(-1, 1)
-        return masked_soft_cross_entropy(student, soft, mask), mask, labels
+        return masked_soft_cross_entropy(student, soft, mask), mask, labels, fairness
 
     @staticmethod
     def _follow(module: torch.nn.Module, t: torch.Tensor) -> None:
@@ -393,23 +555,35 @@ class PseudoLabelLoss(torch.nn.Module):
         pseudo: torch.Tensor,
         mask_rate: torch.Tensor,
         accuracy: tuple[torch.Tensor, torch.Tensor] | None,
+        fairness: torch.Tensor | None = None,
     ) -> dict[str, Any]:
         """Detached scalars for logging; averaged over processes under ``ignite.distributed`` (no host sync)."""
         values = [supervised.detach().float(), pseudo.detach().float(), mask_rate.detach().float()]
+        if fairness is not None:
+            values.append(fairness.detach().float())
+        averaged = len(values)
         if accuracy is not None:
             values += list(accuracy)
         stats = torch.stack(values)
         world_size = idist.get_world_size()
         if world_size > 1:
             stats = idist.all_reduce(stats)  # type: ignore[assignment]
-            stats[:3] = stats[:3] / world_size
-        return {
+            stats[:averaged] = stats[:averaged] / world_size
+        components = {
             "supervised_loss": stats[0],
             "pseudo_loss": stats[1],
             "pseudo_mask_rate": stats[2],
-            "pseudo_accuracy": stats[3] / stats[4].clamp(min=1) if accuracy is not None else None,
+            "pseudo_accuracy": stats[averaged] / stats[averaged + 1].clamp(min=1) if accuracy is not None else None,
         }
+        if fairness is not None:
+            components[PseudoLabelLoss.fairness_component] = stats[3]
+        return components
 
     def extra_repr(self) -> str:
         alpha = self.alpha if self.alpha is not None else repr(self.alpha_name)
         return f"alpha={alpha}, temperature={self.temperature}, teacher={self.teacher is not None}"
+
+
+# Kept for code that imported them (0.2); the names live on the class now.
+STATE_ATTRIBUTES = PseudoLabelLoss.component_names
+FAIRNESS_ATTRIBUTE = PseudoLabelLoss.fairness_component

@@ -6,7 +6,7 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Mapping
 from contextlib import nullcontext
-from typing import Any
+from typing import Any, ClassVar
 
 import ignite.distributed as idist
 import torch
@@ -16,13 +16,20 @@ from ignite.utils import convert_tensor
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
-from ._validation import check_int, optional_float, optional_int, optional_threshold
+from ._stats import confident_labels
+from ._validation import (
+    check_attach,
+    check_inputs_only,
+    check_int,
+    check_map_style,
+    claim_state_attributes,
+    optional_float,
+    optional_int,
+    optional_threshold,
+)
 from .datasets import PseudoLabeledDataset
 
 __all__ = ["PseudoLabelMiner", "select_pseudo_labels"]
-
-#: Attributes that :meth:`PseudoLabelMiner.attach` publishes on the trainer's ``engine.state``.
-STATE_ATTRIBUTES = ("num_pseudo_labels", "pseudo_label_accuracy")
 
 
 def _rank_within_class(positions: torch.Tensor, confidences: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -208,6 +215,8 @@ class PseudoLabelMiner(Serializable):
     """
 
     _state_dict_all_req_keys = ("indices", "labels", "confidences", "rounds", "accepted_round", "dataset_size")
+    #: The attributes that :meth:`attach` publishes on the trainer's ``engine.state``.
+    state_attributes: ClassVar[tuple[str, ...]] = ("num_pseudo_labels", "pseudo_label_accuracy")
     #: configuration that a checkpoint must match to be loaded
     _config_keys = ("threshold", "max_per_class", "k_best", "class_fraction", "grow", "dataset_size")
 
@@ -233,8 +242,7 @@ class PseudoLabelMiner(Serializable):
     ) -> None:
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"Argument model should be a torch.nn.Module, but given {type(model).__name__}")
-        if not hasattr(dataset, "__getitem__") or not hasattr(dataset, "__len__"):
-            raise TypeError(f"Argument dataset should be a map-style dataset, but given {type(dataset).__name__}")
+        check_map_style("dataset", dataset)
         if len(dataset) == 0:  # type: ignore[arg-type]
             raise ValueError("Argument dataset should hold at least one sample, but given an empty dataset")
         self.threshold = optional_threshold("threshold", threshold)
@@ -310,16 +318,11 @@ class PseudoLabelMiner(Serializable):
         with this miner's state keeps the pseudo-labeled set it had.
 
         Raises:
+            TypeError: if ``engine`` is not an ``Engine``.
             ValueError: if the miner is already attached or the state attributes exist.
         """
-        if not isinstance(engine, Engine):
-            raise TypeError(f"Argument engine should be an ignite Engine, but given {type(engine).__name__}")
-        if self._trainer is not None:
-            raise ValueError("This PseudoLabelMiner is already attached to an engine")
-        for name in STATE_ATTRIBUTES:
-            if hasattr(engine.state, name):
-                raise ValueError(f"Attribute '{name}' already exists in the engine.state; is another "
-                                 "PseudoLabelMiner attached to this engine?")
+        check_attach(self, engine, self._trainer)
+        claim_state_attributes(engine, self.state_attributes, "PseudoLabelMiner")
         events = list(event) if isinstance(event, EventsList) else [event]
         self._trainer = engine
         self._publish()
@@ -374,10 +377,7 @@ class PseudoLabelMiner(Serializable):
         self._seen = 0
 
     def _predict_batch(self, engine: Engine, batch: Any) -> None:
-        x = batch
-        if isinstance(x, (tuple, list)):
-            raise TypeError(f"PseudoLabelMiner expects an inputs-only dataset, but its batches are a "
-                            f"{type(x).__name__} of {len(x)}; wrap a labeled dataset in UnlabeledDataset")
+        x = check_inputs_only("PseudoLabelMiner", batch, "its batches are")
         device = self._device()
         x = convert_tensor(x, device=device, non_blocking=self.non_blocking)
         autocast = torch.autocast(device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
@@ -392,10 +392,7 @@ class PseudoLabelMiner(Serializable):
         if logits.shape[0] != size:
             raise ValueError(f"The model returned {logits.shape[0]} rows for a batch of {size} samples")
         self._seen += size
-        logits = logits.float()
-        finite = torch.isfinite(logits).all(dim=1)
-        confidence, label = torch.softmax(logits, dim=1).max(dim=1)
-        confidence = torch.where(finite, confidence, torch.zeros((), device=confidence.device))
+        confidence, label, _ = confident_labels(logits)  # confidence 0: a non-finite prediction
         self._buffers[0].append(label)
         self._buffers[1].append(confidence)
         if self.num_classes is None:
@@ -459,8 +456,9 @@ class PseudoLabelMiner(Serializable):
 
     def _publish(self) -> None:
         if self._trainer is not None:
-            self._trainer.state.num_pseudo_labels = int(self.indices.numel())  # type: ignore[attr-defined]
-            self._trainer.state.pseudo_label_accuracy = self.accuracy  # type: ignore[attr-defined]
+            values = (int(self.indices.numel()), self.accuracy)
+            for name, value in zip(self.state_attributes, values):
+                setattr(self._trainer.state, name, value)
 
     # ---------------------------------------------------------------------------------------- state
     def state_dict(self) -> OrderedDict:
@@ -500,3 +498,7 @@ class PseudoLabelMiner(Serializable):
         self.accepted_round = torch.as_tensor(state_dict["accepted_round"]).clone()
         self.rounds = int(state_dict["rounds"])
         self._publish()
+
+
+# Kept for code that imported it (0.2); the names live on the class now.
+STATE_ATTRIBUTES = PseudoLabelMiner.state_attributes

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from ignite.engine import CallableEventWithFilter, Engine, Events, EventsList
 from ignite.handlers.state_param_scheduler import StateParamScheduler
@@ -77,7 +77,12 @@ class AlphaRamp(StateParamScheduler):
         [0.0, 1.5, 3.0, 3.0]
 
     .. versionadded:: 0.1.0
+    .. versionchanged:: 0.3.0
+        :attr:`state_attributes`.
     """
+
+    #: The attribute published when no ``param_name`` is given.
+    default_param_name: ClassVar[str] = "alpha"
 
     def __init__(
         self,
@@ -99,6 +104,18 @@ class AlphaRamp(StateParamScheduler):
         super().__init__(param_name=param_name, save_history=save_history, create_new=True)
         self.t1, self.t2, self.alpha_f, self.granularity = t1, t2, alpha_f, granularity
         self._state_attrs += ["t1", "t2", "alpha_f", "granularity"]
+
+    @property
+    def state_attributes(self) -> tuple[str, ...]:
+        """The attribute that :meth:`attach` publishes on ``engine.state``: ``(param_name,)``.
+
+        Examples:
+            >>> AlphaRamp(param_name="unlabeled_weight").state_attributes
+            ('unlabeled_weight',)
+
+        .. versionadded:: 0.3.0
+        """
+        return (self.param_name,)
 
     def attach(
         self,

@@ -14,18 +14,10 @@ import ignite.distributed as idist
 import torch
 from torch import nn
 
+from ._stats import masked_mean
 from ._validation import check_choice, check_float, check_int, check_threshold
 
 __all__ = ["FixedThreshold", "FlexMatchThreshold", "FreeMatchThreshold", "ThresholdPolicy"]
-
-
-def _masked_mean(values: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean over the valid rows of ``values`` (rows x ...) of all processes, and their number; no host sync."""
-    weight = valid.to(values.dtype).view(-1, *([1] * (values.ndim - 1)))
-    total = torch.stack([(values * weight).sum(0).flatten(), weight.sum().expand(values[0].numel())])
-    if idist.get_world_size() > 1:
-        total = idist.all_reduce(total)  # type: ignore[assignment]
-    return (total[0] / total[1].clamp(min=1)).view(values.shape[1:]), total[1, 0]
 
 
 class ThresholdPolicy(nn.Module):
@@ -95,11 +87,16 @@ class FlexMatchThreshold(ThresholdPolicy):
     ``sigma_c = #samples selected as c / max(#selected per class, #never selected if warmup)``, and
     the threshold of class ``c`` is ``threshold * M(sigma_c)`` with the convex mapping
     ``M(x) = x / (2 - x)`` (or linear ``x``, or concave ``log(x + 1) / log 2``). Hard-to-learn classes
-    get lower thresholds so that they receive pseudo-labels early. The batch updates ``selected``
-    first (as USB does), then the mask uses the new thresholds. Needs the samples' positions: use
-    :class:`~ignite_pseudolabel.WeakStrongViews` (or any unlabeled batch carrying ``Views.sample_index``).
-    Under ``ignite.distributed`` the positions and classes are all-gathered each step, so every rank
-    holds the same ``selected`` (all ranks must use equal batch sizes, as ``DistributedSampler`` gives).
+    get lower thresholds so that they receive pseudo-labels early. As in USB, the batch is masked with
+    the thresholds of the previous steps (all 0 at the start, so the first batch uses every
+    prediction), then updates ``selected`` and the learning effects. When a step holds a sample
+    several times (a sampler with replacement, or the same sample on several ranks), it is selected
+    if any copy is confident, with the class of the most confident copy (the smallest class among
+    equally confident ones): the result does not depend on the order of the copies. Needs the
+    samples' positions: use :class:`~ignite_pseudolabel.WeakStrongViews` (or any unlabeled batch
+    carrying ``Views.sample_index``). Under ``ignite.distributed`` the positions, classes and
+    confidences are all-gathered each step, so every rank holds the same ``selected`` (all ranks must
+    use equal batch sizes, as ``DistributedSampler`` gives).
 
     Args:
         threshold: the upper threshold tau (FlexMatch: 0.95), in (0, 1].
@@ -108,7 +105,21 @@ class FlexMatchThreshold(ThresholdPolicy):
         warmup: count never-selected samples in the normaliser (FlexMatch's threshold warm-up).
         mapping: ``"convex"`` (the paper's default), ``"linear"`` or ``"concave"``.
 
+    Examples:
+        >>> policy = FlexMatchThreshold(0.9, num_classes=2, num_unlabeled=3)
+        >>> probs = torch.tensor([[0.95, 0.05], [0.97, 0.03], [0.6, 0.4]])
+        >>> valid, index = torch.tensor([True, True, True]), torch.tensor([0, 1, 2])
+        >>> policy(probs, valid, index).tolist()  # thresholds of no step yet: all 0
+        [True, True, True]
+        >>> policy.selected, policy.class_thresholds
+        (tensor([ 0,  0, -1]), tensor([0.9000, 0.0000]))
+        >>> policy(probs, valid, index).tolist()
+        [True, True, False]
+
     .. versionadded:: 0.2.0
+    .. versionchanged:: 0.3.0
+        The mask uses the thresholds before the batch's update (as USB does); duplicated positions
+        in a step update ``selected`` deterministically.
     """
 
     needs_index = True
@@ -145,19 +156,28 @@ class FlexMatchThreshold(ThresholdPolicy):
             raise ValueError(f"FlexMatchThreshold works on (N, C) predictions, one per sample; given {probs.shape[0]} "
                              f"predictions for {index.shape[0]} samples (dense predictions are not supported)")
         confidence, labels = probs.max(dim=1)
-        index = index.to(self.selected.device)
-        confident = valid & (confidence >= self.threshold)
-        update = torch.where(confident, labels, torch.full_like(labels, -2))  # -2: no update
+        # Mask with the thresholds of the previous steps (USB), then update the statistics.
+        mask = valid & (confidence >= self.class_thresholds.to(probs.dtype)[labels])
+        num_classes, num_unlabeled = self.num_classes, self.selected.numel()
+        code = index.to(self.selected.device, torch.int64) * num_classes + labels.to(self.selected.device)
+        score = torch.where(valid & (confidence >= self.threshold), confidence, -1.0).to(self.selected.device)
         if idist.get_world_size() > 1:
-            index, update = idist.all_gather(index), idist.all_gather(update)  # type: ignore[assignment]
-        keep = update >= 0
-        self.selected.index_put_((index,), torch.where(keep, update, self.selected[index]))
+            code, score = idist.all_gather(code), idist.all_gather(score)  # type: ignore[assignment]
+        index, labels = code // num_classes, code % num_classes
+        # Per position: the highest confidence of its confident copies (-1: none), then the smallest class
+        # among the copies with that confidence. Both reductions are independent of the order of the copies.
+        best = torch.full((num_unlabeled,), -1.0, dtype=score.dtype, device=score.device)
+        best.scatter_reduce_(0, index, score, reduce="amax")
+        winner = (score >= 0) & (score == best[index])
+        chosen = torch.full_like(self.selected, num_classes)
+        chosen.scatter_reduce_(0, index, torch.where(winner, labels, num_classes), reduce="amin")
+        self.selected.copy_(torch.where(chosen < num_classes, chosen, self.selected))
         # scatter_add into a fixed size: unlike bincount it does not read the maximum back to the host
-        counts = torch.zeros(self.num_classes + 1, dtype=torch.int64, device=self.selected.device)
+        counts = torch.zeros(num_classes + 1, dtype=torch.int64, device=self.selected.device)
         counts.scatter_add_(0, self.selected + 1, torch.ones_like(self.selected))
         normaliser = counts.max() if self.warmup else counts[1:].max()
-        self.learning_effect = counts[1:].to(probs.dtype) / normaliser.clamp(min=1)
-        return valid & (confidence >= self.class_thresholds.to(probs.dtype)[labels])
+        self.learning_effect = counts[1:].to(self.learning_effect.dtype) / normaliser.clamp(min=1)
+        return mask
 
     def extra_repr(self) -> str:
         return (f"threshold={self.threshold}, num_classes={self.num_classes}, "
@@ -198,9 +218,9 @@ class FreeMatchThreshold(ThresholdPolicy):
     def forward(self, probs: torch.Tensor, valid: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
         confidence, labels = probs.max(dim=1)
         m = self.momentum
-        batch_confidence, count = _masked_mean(confidence.unsqueeze(1), valid)
+        batch_confidence, count = masked_mean(confidence.unsqueeze(1), valid)
         batch_confidence = batch_confidence.squeeze(0)
-        batch_probabilities, _ = _masked_mean(probs, valid)
+        batch_probabilities, _ = masked_mean(probs, valid)
         any_valid = count > 0  # over all processes, so that every rank updates alike
         self.global_threshold = torch.where(any_valid, m * self.global_threshold + (1 - m) * batch_confidence,
                                             self.global_threshold)

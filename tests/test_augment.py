@@ -35,6 +35,66 @@ def test_natural_needs_size_and_validation():
         weak_strong_transforms("digits", cutout=2)
     with pytest.raises(ValueError, match="mean and std should have the same length"):
         weak_strong_transforms("digits", mean=(0.5, 0.5))
+    with pytest.raises(ValueError, match="strength should be one of 'torchvision', 'fixmatch', but given 'usb'"):
+        weak_strong_transforms("digits", strength="usb")
+    with pytest.raises(ValueError, match=r"magnitude should be an integer in \[0, 30\], but given 31"):
+        weak_strong_transforms("digits", magnitude=31, strength="fixmatch")
+
+
+def erased_square(out):
+    """Side of the square of pixels that are 0 in every channel (no other pixel value maps to 0 here)."""
+    zero = (out == 0).all(0)
+    rows, cols = zero.any(1).nonzero(), zero.any(0).nonzero()
+    if rows.numel() == 0:
+        return 0
+    h, w = rows.max() - rows.min() + 1, cols.max() - cols.min() + 1
+    assert h == w and zero.sum() == h * w and zero[rows.min():rows.max() + 1, cols.min():cols.max() + 1].all()
+    return int(h)
+
+
+def test_fixmatch_strength_always_cuts_out_a_square_of_uniform_side():
+    # with mean = std = 0.5, a uint8 pixel never normalises to exactly 0: zeros are the erased patch
+    weak, strong = weak_strong_transforms("natural", size=32, mean=(0.5,) * 3, std=(0.5,) * 3, num_ops=3,
+                                          strength="fixmatch")
+    image = torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8)
+    sides = []
+    for _ in range(200):
+        out = strong(image)
+        assert out.shape == (3, 32, 32) and out.dtype == torch.float32
+        sides.append(erased_square(out))
+    assert min(sides) >= 1 and max(sides) == 16  # always applied; side up to half the image
+    assert sum(s <= 4 for s in sides) > 20 and sum(s >= 12 for s in sides) > 40  # uniform side, not area
+    assert weak(image).shape == (3, 32, 32)
+
+
+def test_fixmatch_strength_draws_a_magnitude_per_operation_and_is_seeded():
+    _, strong = weak_strong_transforms("digits", num_ops=3, magnitude=30, strength="fixmatch")
+    augment = strong.transforms[1]
+    assert len(augment.transforms) == 3
+    for choice in augment.transforms:
+        assert isinstance(choice, v2.RandomChoice)
+        assert sorted(t.magnitude for t in choice.transforms) == list(range(31))
+        assert all(t.num_ops == 1 for t in choice.transforms)
+    image = torch.randint(0, 256, (1, 28, 28), dtype=torch.uint8)
+    torch.manual_seed(5)
+    first = [strong(image) for _ in range(3)]
+    torch.manual_seed(5)
+    again = [strong(image) for _ in range(3)]
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    assert not torch.equal(first[0], first[1])
+    # the largest magnitude bounds the draws; cutout=0 leaves no erasing
+    _, strong = weak_strong_transforms("digits", magnitude=5, cutout=0.0, strength="fixmatch")
+    assert [t.magnitude for t in strong.transforms[1].transforms[0].transforms] == list(range(6))
+    assert not any(isinstance(t, (v2.RandomErasing, v2.RandomChoice)) for t in strong.transforms)
+
+
+def test_default_strength_is_unchanged():
+    _, strong = weak_strong_transforms("digits")
+    augment, erase = strong.transforms[1], strong.transforms[-1]
+    assert isinstance(augment, v2.RandAugment) and (augment.num_ops, augment.magnitude) == (2, 10)
+    assert isinstance(erase, v2.RandomErasing) and erase.p == 1.0 and erase.scale == (0.0001, 0.25)
+    _, trivial = weak_strong_transforms("digits", policy="trivialaugment", strength="fixmatch")
+    assert isinstance(trivial.transforms[1], v2.TrivialAugmentWide)
 
 
 def test_views_dataset_and_collation():

@@ -1,13 +1,15 @@
 import math
 import os
+import stat
 
 import pytest
 import torch
+from ignite.base import Serializable
 from ignite.engine import Engine, Events, create_supervised_trainer
 from ignite.handlers import Checkpoint
 from torch import nn
 
-from ignite_pseudolabel import AlphaRamp, BestValCheckpoint
+from ignite_pseudolabel import AlphaRamp, BestCheckpoint, BestValCheckpoint, ResumeCheckpoint
 
 
 class FixedScores(Engine):
@@ -216,3 +218,91 @@ def test_state_dict_round_trip_through_ignite_checkpoint(tmp_path):
     fresh = BestValCheckpoint(FixedScores([]), model, tmp_path)
     Checkpoint.load_objects({"best": fresh}, str(tmp_path / "state.pt"))
     assert fresh.best_score == pytest.approx(0.8) and fresh.best_path == best.best_path
+
+
+def test_best_step_is_the_step_of_the_kept_file_and_travels_with_the_state(tmp_path):
+    model = nn.Linear(2, 2)
+    trainer = weights_trainer(model)
+    best = BestValCheckpoint(FixedScores([0.5, 0.7, 0.6, 0.7, 0.65]), model, tmp_path, data=[0], n_saved=2)
+    assert best.best_step is None
+    best.attach(trainer)
+    trainer.run([0], max_epochs=5)
+    assert best.best_step == 4 and best.best_path.name == "best_model_4_accuracy=0.7000.pt"
+    state = best.state_dict()
+    assert state["steps"] == {"best_model_2_accuracy=0.7000.pt": 2, "best_model_4_accuracy=0.7000.pt": 4}
+    fresh = BestValCheckpoint(FixedScores([]), model, tmp_path)
+    fresh.load_state_dict(state)
+    assert fresh.best_step == 4 and fresh.best_score == pytest.approx(0.7)
+    legacy = BestValCheckpoint(FixedScores([]), model, tmp_path)
+    legacy.load_state_dict({"_saved": [(0.7, "best_model_4_accuracy=0.7000.pt")]})  # a 0.2 state: no steps
+    assert legacy.best_step is None and legacy.best_path == best.best_path
+
+
+def test_best_checkpoint_alone_on_an_iteration_event(tmp_path):
+    model = nn.Linear(2, 2)
+    trainer = Engine(lambda engine, batch: None)
+    best = BestCheckpoint(FixedScores([0.1, 0.3, 0.2]), model, tmp_path, data=[0])
+    best.attach(trainer, Events.ITERATION_COMPLETED(every=2))
+    trainer.run([0] * 6)
+    assert best.best_step == 4 and os.listdir(tmp_path) == ["best_model_4_accuracy=0.3000.pt"]
+    with pytest.raises(ValueError, match="This BestCheckpoint is already attached to a trainer"):
+        best.attach(trainer)
+
+
+def test_the_split_handlers_are_serializable_through_ignite_checkpoint(tmp_path):
+    model = nn.Linear(2, 2)
+    trainer = weights_trainer(model)
+    best = BestCheckpoint(FixedScores([0.4, 0.8]), model, tmp_path / "best", data=[0])
+    resume = ResumeCheckpoint({"model": model}, tmp_path / "last")
+    best.attach(trainer)
+    resume.attach(trainer)
+    trainer.run([0], max_epochs=2)
+    assert isinstance(best, Serializable) and isinstance(resume, Serializable)
+    assert os.listdir(tmp_path / "last") == ["last_checkpoint_2.pt"]  # one object: still the documented name
+    saver = Checkpoint({"best": best, "resume": resume}, str(tmp_path / "state"), n_saved=1)
+    saver(trainer)
+    fresh_best = BestCheckpoint(FixedScores([]), model, tmp_path / "best")
+    fresh_resume = ResumeCheckpoint({"model": model}, tmp_path / "last")
+    Checkpoint.load_objects({"best": fresh_best, "resume": fresh_resume}, saver.last_checkpoint)
+    assert (fresh_best.best_score, fresh_best.best_step) == (pytest.approx(0.8), 2)
+    assert fresh_resume.state_dict() == resume.state_dict()
+    with pytest.raises(ValueError, match="Required state attribute '_saved' is absent"):
+        fresh_best.load_state_dict({"steps": {}})
+    with pytest.raises(TypeError, match="to_save should be a non-empty mapping"):
+        ResumeCheckpoint({}, tmp_path)
+
+
+def test_resuming_from_a_file_elsewhere_leaves_it_in_place(tmp_path):
+    model = nn.Linear(2, 2)
+    trainer = weights_trainer(model)
+    ResumeCheckpoint({"trainer": trainer, "model": model}, tmp_path / "a").attach(trainer)
+    trainer.run([0], max_epochs=2)
+    trainer2 = weights_trainer(model)
+    resume = ResumeCheckpoint({"trainer": trainer2, "model": model}, tmp_path / "b")
+    resume.attach(trainer2)
+    assert resume.resume(tmp_path / "a" / "last_checkpoint_2.pt").name == "last_checkpoint_2.pt"
+    trainer2.run([0], max_epochs=3)
+    assert os.listdir(tmp_path / "a") == ["last_checkpoint_2.pt"]
+    assert os.listdir(tmp_path / "b") == ["last_checkpoint_3.pt"]
+
+
+def test_files_are_synced_before_the_rename_and_the_directory_after_it(tmp_path, monkeypatch):
+    real_fsync, synced = os.fsync, []
+
+    def spy(fd):
+        kind = "dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file"
+        synced.append((kind, sorted(os.listdir(tmp_path))))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    model = nn.Linear(2, 2)
+    trainer = weights_trainer(model)
+    best = BestValCheckpoint(FixedScores([0.5, 0.9]), model, tmp_path, data=[0])
+    best.attach(trainer)
+    trainer.run([0], max_epochs=2)
+    first, second = "best_model_1_accuracy=0.5000.pt", "best_model_2_accuracy=0.9000.pt"
+    assert [(kind, [f for f in files if f.startswith("best_")]) for kind, files in synced] == [
+        ("file", []), ("dir", [first]),  # the new file appears only after its data is on disk
+        ("file", [first]), ("dir", [first, second]),  # the replaced file is removed after the new one is written
+    ]
+    assert os.listdir(tmp_path) == [second]

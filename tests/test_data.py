@@ -6,8 +6,7 @@ from ignite.engine import Engine
 from torch.utils.data import DataLoader, TensorDataset
 from torch.utils.data.distributed import DistributedSampler
 
-from ignite_pseudolabel import PseudoLabeledDataset, SemiSupervisedBatch, SemiSupervisedLoader, SemiSupervisedTarget
-from ignite_pseudolabel.data import prepare_semi_supervised_batch
+from ignite_pseudolabel import PseudoLabeledDataset, SemiSupervisedLoader
 
 
 def labeled_loader(n=8, batch_size=2, shuffle=False):
@@ -128,40 +127,6 @@ def test_labeled_loader_must_be_sized_or_epoch_length_given():
         SemiSupervisedLoader(iter([1]), unlabeled=[1])
     with pytest.raises(ValueError, match="labeled should yield at least one batch"):
         SemiSupervisedLoader([], unlabeled=[1])
-
-
-def test_prepare_concatenates_labeled_first_and_builds_the_target():
-    lab = (torch.ones(2, 3), torch.tensor([0, 1]))
-    x, target = prepare_semi_supervised_batch(SemiSupervisedBatch(lab, unlabeled=torch.zeros(4, 3)))
-    assert x.shape == (6, 3) and x[:2].eq(1).all() and x[2:].eq(0).all()
-    assert isinstance(target, SemiSupervisedTarget) and target.pseudo_labels is None
-    x, target = prepare_semi_supervised_batch(SemiSupervisedBatch(lab, pseudo=(torch.zeros(1, 3), torch.tensor([2]))))
-    assert x.shape == (3, 3) and target.pseudo_labels.tolist() == [2]
-    x, target = prepare_semi_supervised_batch(SemiSupervisedBatch(lab, unlabeled=[torch.zeros(4, 3)]))
-    assert x.shape == (6, 3)  # TensorDataset(x) batches are one-element lists
-    x, target = prepare_semi_supervised_batch(SemiSupervisedBatch(lab, unlabeled=torch.zeros(4, 3)), use_second=False)
-    assert x.shape == (2, 3) and target.labels.tolist() == [0, 1]
-
-
-@pytest.mark.parametrize(
-    "batch, error, match",
-    [
-        ((torch.ones(2, 3), torch.tensor([0, 1])), TypeError, "Expected a SemiSupervisedBatch"),
-        (SemiSupervisedBatch(torch.ones(2, 3), unlabeled=torch.ones(2, 3)), TypeError,
-         "labeled batch should be an \\(inputs, labels\\) pair, but given a Tensor"),
-        (SemiSupervisedBatch((torch.ones(2, 3), torch.ones(2)), unlabeled=(torch.ones(2, 3), torch.ones(2))),
-         TypeError, "unlabeled batch should hold inputs only, but given a tuple of 2"),
-        (SemiSupervisedBatch((torch.ones(2, 3), torch.ones(2)), pseudo=torch.ones(2, 3)), TypeError,
-         "pseudo-labeled batch should be an \\(inputs, labels\\) pair"),
-        (SemiSupervisedBatch((torch.ones(2, 3), torch.ones(2)), unlabeled=torch.ones(2, 4)), ValueError,
-         "per-sample shape \\(3,\\)"),
-        (SemiSupervisedBatch((torch.ones(2, 3), torch.ones(2)), unlabeled=torch.ones(2, 3, dtype=torch.float64)),
-         ValueError, "dtype torch.float32"),
-    ],
-)
-def test_prepare_rejects_wrong_batch_structure(batch, error, match):
-    with pytest.raises(error, match=match):
-        prepare_semi_supervised_batch(batch)
 
 
 def test_resuming_mid_pass_leaves_the_global_generator_as_checkpointed():

@@ -251,6 +251,19 @@ def test_soft_pseudo_labels_with_temperature():
     assert torch.allclose(loss_fn.components["pseudo_loss"], expected, atol=1e-6)
 
 
+def test_small_temperature_with_many_classes_gives_a_finite_loss_at_initialisation():
+    from ignite_pseudolabel import FreeMatchThreshold
+
+    # an untrained model predicts nearly uniformly: p^(1/T) ~ (1e-3)^20 underflowed to 0 / 0 = NaN
+    y_pred = (0.01 * torch.randn(4 + 2 * 8, 1000)).requires_grad_()
+    loss_fn = PseudoLabelLoss(FreeMatchThreshold(1000), temperature=0.05, alpha=1.0)
+    value = loss_fn(y_pred, SemiSupervisedTarget(torch.arange(4), views=2))
+    value.backward()
+    assert torch.isfinite(value) and torch.isfinite(y_pred.grad).all()
+    assert loss_fn.components["pseudo_mask_rate"].item() == 1.0  # thresholds start at 1 / 1000
+    assert torch.isfinite(loss_fn.components["pseudo_loss"]) and loss_fn.components["pseudo_loss"] > 0
+
+
 def test_distribution_alignment_changes_labels_and_masks():
     from ignite_pseudolabel import DistributionAlignment
 
@@ -315,6 +328,7 @@ def test_non_finite_weak_predictions_are_left_out_of_the_statistics():
         ({"temperature": 0.0}, ValueError, r"temperature should be a finite number in \(0, 1\]"),
         ({"temperature": 2.0}, ValueError, r"temperature should be a finite number in \(0, 1\]"),
         ({"alignment": "uniform"}, TypeError, "alignment should be a DistributionAlignment"),
+        ({"fairness": 0.01}, TypeError, "fairness should be a SelfAdaptiveFairness, but given float"),
         ({"teacher": 3}, TypeError, "teacher should be a model"),
         ({"held_back_targets": torch.rand(3)}, ValueError, "held_back_targets should be a 1-D tensor of integer"),
     ],
@@ -351,3 +365,130 @@ def test_non_finite_student_or_mined_rows_are_left_out_instead_of_turning_the_lo
     assert torch.isfinite(value) and torch.isfinite(y_pred.grad).all()
     expected = F.cross_entropy(y_pred[:1], torch.tensor([0])) + F.cross_entropy(y_pred[2:], torch.tensor([0])) / 2
     assert torch.allclose(value, expected) and loss_fn.components["pseudo_mask_rate"].item() == 0.5
+
+
+# ------------------------------------------------------------------------------------ fairness (FreeMatch)
+def test_self_adaptive_fairness_by_hand():
+    from ignite_pseudolabel import self_adaptive_fairness
+
+    # strong-view probabilities of the used rows [0.8, 0.2] and [0.3, 0.7]: p_bar = [0.55, 0.45], h_bar = [0.5, 0.5]
+    logits = torch.tensor([[0.8, 0.2], [0.3, 0.7], [math.nan, 0.0]]).log().requires_grad_()
+    p_model, h_model = torch.tensor([0.3, 0.2]), torch.tensor([0.25, 0.25])  # SumNorm(p~ / h~) = [0.6, 0.4]
+    value = self_adaptive_fairness(logits, torch.tensor([True, True, False]), p_model, h_model)
+    expected = 0.6 * math.log(0.55) + 0.4 * math.log(0.45)
+    assert value.item() == pytest.approx(expected, rel=1e-5)
+    value.backward()
+    assert torch.isfinite(logits.grad).all() and logits.grad[:2].abs().sum() > 0 and logits.grad[2].eq(0).all()
+    # a class missing from a histogram gets weight 0 (USB: 1e-12 inside the log)
+    one_class = self_adaptive_fairness(logits.detach()[:1], torch.tensor([True]), p_model, torch.tensor([1.0, 0.0]))
+    assert one_class.item() == pytest.approx(0.0, abs=1e-6)  # [1, 0] . log([1, 1e-12])
+    # no used row: 0, and a finite (zero) gradient
+    logits.grad = None
+    empty = self_adaptive_fairness(logits, torch.zeros(3, dtype=torch.bool), p_model, h_model)
+    empty.backward()
+    assert empty.item() == 0.0 and logits.grad.eq(0).all()
+    with pytest.raises(ValueError, match=r"\(M, C\) logits and an \(M,\) mask"):
+        self_adaptive_fairness(torch.randn(2, 3, 4), torch.ones(2, dtype=torch.bool), p_model, h_model)
+
+
+def fairness_setup(weight, momentum=0.0, threshold=0.6):
+    from ignite_pseudolabel import SelfAdaptiveFairness
+
+    torch.manual_seed(3)
+    y_pred = torch.randn(2 + 2 * 6, 3) * 2
+    y_pred = y_pred.requires_grad_()
+    fairness = None if weight is None else SelfAdaptiveFairness(3, weight=weight, momentum=momentum)
+    loss_fn = PseudoLabelLoss(threshold, alpha=2.0, fairness=fairness)
+    return y_pred, loss_fn, SemiSupervisedTarget(torch.tensor([0, 1]), views=2)
+
+
+def test_fairness_term_in_the_loss():
+    y_pred, plain, target = fairness_setup(None)
+    base = plain(y_pred, target)
+    y_pred, loss_fn, target = fairness_setup(0.5)
+    value = loss_fn(y_pred, target)
+    weak, strong = y_pred[2:8].detach().softmax(1), y_pred[8:]
+    mask = weak.amax(1) >= 0.6
+    assert 0 < mask.sum() < 6
+    # momentum 0: the statistics are this batch's weak-view mean and histogram
+    p_model, h_model = weak.mean(0), F.one_hot(weak.argmax(1), 3).float().mean(0)
+    assert torch.allclose(loss_fn.fairness.class_probabilities, p_model)
+    assert torch.allclose(loss_fn.fairness.label_histogram, h_model)
+    from ignite_pseudolabel import self_adaptive_fairness
+
+    fair = self_adaptive_fairness(strong, mask, p_model, h_model)
+    assert torch.isfinite(fair) and fair.item() != 0
+    assert torch.allclose(loss_fn.components["fairness_loss"], fair)
+    assert torch.allclose(loss_fn.components["pseudo_loss"], plain.components["pseudo_loss"])
+    assert torch.allclose(value, base + 2.0 * 0.5 * fair)
+    value.backward()
+    assert torch.isfinite(y_pred.grad).all()
+    assert "fairness.class_probabilities" in loss_fn.state_dict() and "fairness.label_histogram" in loss_fn.state_dict()
+
+
+def test_fairness_gradient_flows_to_the_strong_view_only_and_zero_weight_changes_nothing():
+    y_pred, plain, target = fairness_setup(None)
+    base = plain(y_pred, target)
+    base.backward()
+    base_grad = y_pred.grad.clone()
+    y_pred, zero, target = fairness_setup(0.0)
+    value = zero(y_pred, target)
+    value.backward()
+    assert torch.equal(value, base) and torch.equal(y_pred.grad, base_grad)
+    assert torch.isfinite(zero.components["fairness_loss"])
+    y_pred, weighted, target = fairness_setup(1.0)
+    weighted(y_pred, target).backward()
+    diff = (y_pred.grad - base_grad).abs().sum(1)
+    assert diff[:8].eq(0).all() and diff[8:].sum() > 0  # labeled and weak rows: unchanged
+
+
+def test_fairness_is_published_only_when_configured_and_is_zero_for_mined_rows():
+    from ignite_pseudolabel import SelfAdaptiveFairness
+
+    engine = Engine(lambda e, b: None)
+    loss_fn = PseudoLabelLoss(alpha=1.0, fairness=SelfAdaptiveFairness(3))
+    loss_fn.attach(engine)
+    assert engine.state.fairness_loss is None
+    y_pred = torch.randn(4, 3)
+    value = loss_fn(y_pred, target(1, pseudo=torch.tensor([2, 2, 0])))
+    assert loss_fn.components["fairness_loss"].item() == 0.0
+    assert torch.allclose(value, PseudoLabelLoss(alpha=1.0)(y_pred, target(1, pseudo=torch.tensor([2, 2, 0]))))
+    loss_fn._publish(engine)
+    assert engine.state.fairness_loss is loss_fn.components["fairness_loss"]
+    plain_engine = Engine(lambda e, b: None)
+    PseudoLabelLoss(alpha=1.0).attach(plain_engine)
+    assert not hasattr(plain_engine.state, "fairness_loss")
+
+
+def test_fairness_validation_and_class_count():
+    from ignite_pseudolabel import SelfAdaptiveFairness
+
+    with pytest.raises(ValueError, match=r"weight should be a finite number in \[0, inf\), but given -0.1"):
+        SelfAdaptiveFairness(3, weight=-0.1)
+    with pytest.raises(ValueError, match=r"momentum should be a finite number in \[0, 1\)"):
+        SelfAdaptiveFairness(3, momentum=1.0)
+    with pytest.raises(TypeError, match="num_classes should be an integer"):
+        SelfAdaptiveFairness(3.0)
+    with pytest.raises(ValueError, match="fairness SelfAdaptiveFairness was built for num_classes=4"):
+        PseudoLabelLoss(alpha=1.0, fairness=SelfAdaptiveFairness(4))(torch.randn(3, 3), target(1))
+
+
+def test_fairness_statistics_are_reduced_over_the_processes(monkeypatch):
+    import ignite.distributed as idist
+
+    from ignite_pseudolabel import SelfAdaptiveFairness
+
+    reduced = []
+
+    def all_reduce(t):
+        reduced.append(t.shape)
+        return t * 2  # another process with the same batch
+
+    monkeypatch.setattr(idist, "get_world_size", lambda: 2)
+    monkeypatch.setattr(idist, "all_reduce", all_reduce)
+    fairness = SelfAdaptiveFairness(2, momentum=0.0)
+    weak = torch.tensor([[0.9, 0.1], [0.4, 0.6]])
+    fairness(weak, torch.tensor([True, True]), torch.randn(2, 2), torch.tensor([True, True]))
+    assert reduced == [torch.Size([2, 4])]  # one reduction for the probabilities and the histogram
+    assert fairness.class_probabilities.tolist() == pytest.approx([0.65, 0.35])
+    assert fairness.label_histogram.tolist() == pytest.approx([0.5, 0.5])

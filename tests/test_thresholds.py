@@ -1,3 +1,4 @@
+import ignite.distributed as idist
 import pytest
 import torch
 
@@ -20,13 +21,18 @@ def test_flexmatch_learning_effect_and_class_thresholds_by_hand():
     # samples 0, 1 confidently class 0; sample 2 confidently class 1; sample 3 not confident
     probs = torch.tensor([[0.95, 0.03, 0.02], [0.92, 0.04, 0.04], [0.05, 0.93, 0.02], [0.5, 0.3, 0.2]])
     mask = policy(probs, valid(4), torch.tensor([0, 1, 2, 3]))
+    # masked with the thresholds before this update (USB): all 0 at the start
+    assert mask.tolist() == [True, True, True, True]
     assert policy.selected.tolist() == [0, 0, 1, -1, -1, -1]
     # warm-up: normalised by max(count_c, #unused) = max(2, 1, 0, 3) = 3
     assert policy.learning_effect.tolist() == pytest.approx([2 / 3, 1 / 3, 0.0])
     beta = torch.tensor([2 / 3, 1 / 3, 0.0])
     assert policy.class_thresholds.tolist() == pytest.approx((0.9 * beta / (2 - beta)).tolist())
-    # class 0 threshold 0.45: sample 3 (0.5, class 0) is now used although below 0.9
-    assert mask.tolist() == [True, True, True, True]
+    # next step: class 0 threshold 0.45, class 1 0.18, class 2 0
+    probs = torch.tensor([[0.5, 0.3, 0.2], [0.4, 0.5, 0.1], [0.3, 0.3, 0.4], [0.15, 0.8, 0.05], [0.44, 0.3, 0.26]])
+    mask = policy(probs, valid(5), torch.tensor([3, 4, 5, 2, 0]))
+    assert mask.tolist() == [True, True, True, True, False]
+    assert policy.selected.tolist() == [0, 0, 1, -1, -1, -1]  # nothing >= 0.9: no update
 
 
 def test_flexmatch_without_warmup_and_other_mappings():
@@ -50,6 +56,56 @@ def test_flexmatch_keeps_the_last_confident_class_and_ignores_invalid_rows():
     assert policy.selected.tolist() == [-1, 0, -1]
     policy(torch.tensor([[0.02, 0.98]]), valid(1), torch.tensor([1]))
     assert policy.selected.tolist() == [-1, 1, -1]
+
+
+def test_flexmatch_mask_uses_the_thresholds_before_the_update():
+    policy = FlexMatchThreshold(0.9, num_classes=2, num_unlabeled=3, warmup=False)
+    probs = torch.tensor([[0.95, 0.05], [0.97, 0.03], [0.6, 0.4]])
+    index = torch.tensor([0, 1, 2])
+    assert policy(probs, valid(3), index).tolist() == [True, True, True]
+    assert policy.class_thresholds.tolist() == pytest.approx([0.9, 0.0])
+    assert policy(probs, valid(3), index).tolist() == [True, True, False]
+
+
+def flexmatch_after(probs, index, num_unlabeled=4):
+    policy = FlexMatchThreshold(0.9, num_classes=3, num_unlabeled=num_unlabeled)
+    policy.selected[:] = torch.tensor([2, 2, -1, -1])[:num_unlabeled]
+    policy(probs, valid(probs.shape[0]), index)
+    return policy.selected.tolist()
+
+
+def test_flexmatch_duplicated_positions_update_deterministically():
+    # sample 0 three times: not confident, confident class 1 (0.92), confident class 0 (0.95);
+    # sample 3 twice: confident class 2, then not confident; sample 1 once, not confident
+    probs = torch.tensor([[0.5, 0.3, 0.2], [0.04, 0.92, 0.04], [0.95, 0.03, 0.02], [0.02, 0.03, 0.95],
+                          [0.2, 0.2, 0.6], [0.4, 0.5, 0.1]])
+    index = torch.tensor([0, 0, 0, 3, 3, 1])
+    expected = [0, 2, -1, 2]  # the most confident copy wins; any confident copy selects
+    assert flexmatch_after(probs, index) == expected
+    for seed in range(10):
+        order = torch.randperm(6, generator=torch.Generator().manual_seed(seed))
+        assert flexmatch_after(probs[order], index[order]) == expected
+    # equally confident copies of different classes: the smallest class, whatever the order
+    tie = torch.tensor([[0.02, 0.02, 0.96], [0.96, 0.02, 0.02]])
+    assert flexmatch_after(tie, torch.tensor([1, 1])) == [2, 0, -1, -1]
+    assert flexmatch_after(tie.flip(0), torch.tensor([1, 1])) == [2, 0, -1, -1]
+
+
+def test_flexmatch_gathers_the_updates_of_every_process(monkeypatch):
+    # the other process saw sample 1 confidently as class 2 and sample 0 with a higher confidence as class 1
+    other = {torch.int64: torch.tensor([0 * 3 + 1, 1 * 3 + 2]), torch.float32: torch.tensor([0.99, 0.93])}
+    gathered = []
+
+    def all_gather(t):
+        gathered.append(t.dtype)
+        return torch.cat([t, other[t.dtype]])
+
+    monkeypatch.setattr(idist, "get_world_size", lambda: 2)
+    monkeypatch.setattr(idist, "all_gather", all_gather)
+    policy = FlexMatchThreshold(0.9, num_classes=3, num_unlabeled=3)
+    policy(torch.tensor([[0.95, 0.03, 0.02], [0.5, 0.3, 0.2]]), valid(2), torch.tensor([0, 1]))
+    assert sorted(map(str, gathered)) == ["torch.float32", "torch.int64"]
+    assert policy.selected.tolist() == [1, 2, -1]
 
 
 def test_flexmatch_requires_positions():

@@ -1,0 +1,198 @@
+"""What a semi-supervised batch holds, and how it becomes one forward pass's inputs and target.
+
+The boundary between the data and the loss: :class:`~ignite_pseudolabel.SemiSupervisedLoader`
+yields :class:`SemiSupervisedBatch` objects (whose unlabeled part may be :class:`Views`),
+:func:`prepare_semi_supervised_batch` concatenates their inputs and builds the
+:class:`SemiSupervisedTarget` that :class:`~ignite_pseudolabel.PseudoLabelLoss` reads. This module
+depends on torch and Ignite only (no torchvision, no other module of the package).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import torch
+from ignite.utils import convert_tensor
+
+__all__ = ["SemiSupervisedBatch", "SemiSupervisedTarget", "Views", "prepare_semi_supervised_batch"]
+
+
+class Views(NamedTuple):
+    """A weakly and a strongly augmented view of the same unlabeled sample(s), and their position(s).
+
+    ``DataLoader``'s default collation turns a list of ``Views`` into one ``Views`` of batched tensors,
+    which :class:`~ignite_pseudolabel.PseudoLabelLoss` recognises: pseudo-labels come from the weak
+    view and train the prediction on the strong view. ``sample_index`` is the position of the sample in the
+    unlabeled dataset (used by per-sample statistics such as FlexMatch's, and to measure
+    pseudo-label accuracy against held-back labels).
+
+    :class:`~ignite_pseudolabel.WeakStrongViews` builds them from an inputs-only dataset.
+
+    Examples:
+        >>> from torch.utils.data import default_collate
+        >>> batch = default_collate([Views(torch.zeros(3), torch.ones(3), 7), Views(torch.zeros(3), torch.ones(3), 2)])
+        >>> batch.weak.shape, batch.sample_index
+        (torch.Size([2, 3]), tensor([7, 2]))
+
+    .. versionadded:: 0.2.0
+    .. versionchanged:: 0.3.0
+        Defined in ``ignite_pseudolabel.batch`` (``ignite_pseudolabel.augment.Views`` still works).
+    """
+
+    weak: Any
+    strong: Any
+    sample_index: Any
+
+
+class SemiSupervisedBatch(NamedTuple):
+    """What :class:`~ignite_pseudolabel.SemiSupervisedLoader` yields: a labeled batch and at most one other batch.
+
+    Attributes:
+        labeled: the labeled loader's batch, ``(inputs, labels)``.
+        unlabeled: an unlabeled batch (online pseudo-labels): its inputs, or the :class:`Views` of
+            :class:`~ignite_pseudolabel.WeakStrongViews` (weak view, strong view, positions); or ``None``.
+        pseudo: ``(inputs, pseudo_labels)`` of a pseudo-labeled batch (mined pseudo-labels), or ``None``.
+
+    .. versionadded:: 0.1.0
+    .. versionchanged:: 0.3.0
+        Defined in ``ignite_pseudolabel.batch`` (``ignite_pseudolabel.data`` re-exports it).
+    """
+
+    labeled: Any
+    unlabeled: Any = None
+    pseudo: Any = None
+
+
+class SemiSupervisedTarget(NamedTuple):
+    """The target that :func:`prepare_semi_supervised_batch` pairs with the concatenated inputs.
+
+    The first ``labels.shape[0]`` rows of the predictions are the labeled samples. The remaining rows
+    are pseudo-labeled (their labels are ``pseudo_labels``) or unlabeled; for unlabeled rows the
+    pseudo-labels come from ``teacher_logits`` when given, else from the predictions themselves:
+    with ``views == 1`` every unlabeled row is both source and student (Lee 2013); with
+    ``views == 2`` the first half of the rows is the weak view (the source) and the second half the
+    strong view (the student), as in FixMatch.
+
+    Attributes:
+        labels: labels of the labeled rows.
+        pseudo_labels: mined pseudo-labels of the other rows, or ``None``.
+        views: 1 or 2, see above.
+        sample_index: positions of the unlabeled samples in their dataset (from :class:`Views`), or ``None``.
+        teacher_logits: a teacher's (e.g. an EMA model's) logits for the unlabeled samples, or ``None``.
+
+    .. versionadded:: 0.1.0
+    .. versionchanged:: 0.3.0
+        Defined in ``ignite_pseudolabel.batch`` (``ignite_pseudolabel.data`` re-exports it).
+    """
+
+    labels: torch.Tensor
+    pseudo_labels: torch.Tensor | None = None
+    views: int = 1
+    sample_index: torch.Tensor | None = None
+    teacher_logits: torch.Tensor | None = None
+
+
+def _inputs_of_labeled(batch: Any, name: str) -> tuple[Any, Any]:
+    if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+        shape = f"a {type(batch).__name__}" + (f" of {len(batch)}" if isinstance(batch, (tuple, list)) else "")
+        raise TypeError(f"The {name} batch should be an (inputs, labels) pair, but given {shape}")
+    return batch[0], batch[1]
+
+
+def _inputs_of_unlabeled(batch: Any) -> Any:
+    if isinstance(batch, (tuple, list)):
+        if len(batch) == 1:
+            return batch[0]
+        raise TypeError(f"The unlabeled batch should hold inputs only, but given a {type(batch).__name__} of "
+                        f"{len(batch)}: if these are (inputs, labels), wrap the dataset in UnlabeledDataset so "
+                        "its labels are never trained on, or pass (inputs, pseudo_labels) batches as pseudo=")
+    return batch
+
+
+def _check_rows(first: torch.Tensor, second: torch.Tensor, name: str) -> None:
+    if not isinstance(second, torch.Tensor) or not isinstance(first, torch.Tensor):
+        raise TypeError(f"The labeled and {name} inputs should be tensors, but given {type(first).__name__} "
+                        f"and {type(second).__name__}; for other structures write a prepare_batch of your own")
+    if first.shape[1:] != second.shape[1:] or first.dtype != second.dtype:
+        raise ValueError(f"The {name} inputs should have the labeled inputs' per-sample shape "
+                         f"{tuple(first.shape[1:])} and dtype {first.dtype}, but given {tuple(second.shape[1:])} "
+                         f"and {second.dtype}")
+
+
+def prepare_semi_supervised_batch(
+    batch: SemiSupervisedBatch,
+    device: str | torch.device | None = None,
+    non_blocking: bool = False,
+    use_second: bool = True,
+    teacher: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, SemiSupervisedTarget]:
+    """Concatenates the inputs of a :class:`SemiSupervisedBatch` for one forward pass.
+
+    The labeled inputs come first, then the unlabeled inputs (or the weak and then the strong view of
+    :class:`Views`, or the pseudo-labeled inputs). Each part is moved to ``device`` first and
+    concatenated there, so pinned host memory is copied asynchronously. With a ``teacher``, the
+    unlabeled inputs (the weak view, for :class:`Views`) go through the teacher without gradients
+    and only the student's inputs join the batch.
+
+    :meth:`PseudoLabelLoss.prepare_batch <ignite_pseudolabel.PseudoLabelLoss.prepare_batch>`
+    calls it with the loss's teacher, leaving the second batch out while alpha is 0; call it yourself
+    in a ``prepare_batch`` of your own, e.g. to transform the inputs before the forward pass.
+
+    Args:
+        batch: a batch of :class:`~ignite_pseudolabel.SemiSupervisedLoader`.
+        device: where to move every part (default: leave them where they are).
+        non_blocking: copy to the device asynchronously.
+        use_second: include the unlabeled or pseudo-labeled part; ``False`` returns the labeled part only.
+        teacher: a model predicting the pseudo-label sources (e.g. an EMA copy), or ``None``.
+
+    Returns:
+        ``(inputs, target)``: the concatenated inputs and a :class:`SemiSupervisedTarget`.
+
+    Raises:
+        TypeError: if ``batch`` is not a :class:`SemiSupervisedBatch` or its parts do not have the
+            documented structure.
+        ValueError: if the parts' inputs differ in per-sample shape or dtype.
+
+    Examples:
+        >>> labeled = (torch.ones(2, 3), torch.tensor([0, 1]))
+        >>> views = Views(torch.zeros(4, 3), torch.full((4, 3), 2.0), torch.arange(4))
+        >>> inputs, target = prepare_semi_supervised_batch(SemiSupervisedBatch(labeled, unlabeled=views))
+        >>> inputs[:, 0].tolist(), target.views, target.sample_index.tolist()
+        ([1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 2.0, 2.0, 2.0, 2.0], 2, [0, 1, 2, 3])
+
+    .. versionadded:: 0.3.0
+        Documented and exported (it existed, undocumented, in ``ignite_pseudolabel.data``).
+    """
+    if not isinstance(batch, SemiSupervisedBatch):
+        raise TypeError(f"Expected a SemiSupervisedBatch from SemiSupervisedLoader, but given a "
+                        f"{type(batch).__name__}: run the trainer on SemiSupervisedLoader(labeled, unlabeled=...)")
+
+    def move(t: Any) -> Any:
+        return convert_tensor(t, device=device, non_blocking=non_blocking)
+
+    inputs, labels = _inputs_of_labeled(batch.labeled, "labeled")
+    x, y = move(inputs), move(labels)
+    if not use_second or (batch.unlabeled is None and batch.pseudo is None):
+        return x, SemiSupervisedTarget(y)
+    if batch.pseudo is not None:
+        inputs, pseudo = _inputs_of_labeled(batch.pseudo, "pseudo-labeled")
+        x_p = move(inputs)
+        _check_rows(x, x_p, "pseudo-labeled")
+        return torch.cat([x, x_p]), SemiSupervisedTarget(y, move(pseudo))
+    index = None
+    if isinstance(batch.unlabeled, Views):
+        views = batch.unlabeled
+        weak, strong, index = move(views.weak), move(views.strong), move(views.sample_index)
+        _check_rows(x, weak, "weak-view")
+        _check_rows(x, strong, "strong-view")
+        source, student = weak, strong
+    else:
+        source = student = move(_inputs_of_unlabeled(batch.unlabeled))
+        _check_rows(x, student, "unlabeled")
+    if teacher is not None:
+        with torch.no_grad():
+            teacher_logits = teacher(source)
+        return torch.cat([x, student]), SemiSupervisedTarget(y, sample_index=index, teacher_logits=teacher_logits)
+    if source is student:
+        return torch.cat([x, student]), SemiSupervisedTarget(y, sample_index=index)
+    return torch.cat([x, source, student]), SemiSupervisedTarget(y, views=2, sample_index=index)
