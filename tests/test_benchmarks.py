@@ -42,7 +42,7 @@ def test_accuracy_benchmark_runs_every_method(tmp_path):
         assert minutes == sorted(minutes) and run["best_step"] in steps, method
         assert run["curve"][0] == warm, method  # the shared warm start
     assert report["runs"]["mined"][0]["pseudo_labels"] >= 0
-    assert len(report["runs"]["best"][0]["mask_rate"]) == 0  # recorded every 50 steps
+    assert "mask_rate" not in report["runs"]["best"][0]  # recorded every 50 steps: none in 8
     assert png.stat().st_size > 10_000 and png.read_bytes()[:4] == b"\x89PNG"
     # runs made in parallel (here: the same one twice) merge into one report
     merged = tmp_path / "merged.json"
