@@ -192,9 +192,9 @@ class Run:
         plain, weak, strong = data["transforms"]
         ema = None
         miner = None
-        ramp = ipl.AlphaRamp(t1=0, t2=args.ramp_steps, alpha_f=3.0, granularity="iteration")
         if method in ("online", "mined"):
             loss = ipl.PseudoLabelLoss()
+            ramp = ipl.AlphaRamp(t1=0, t2=args.ramp_steps, alpha_f=3.0, granularity="iteration")
         else:
             ramp = ipl.AlphaRamp(t1=0, t2=0, alpha_f=1.0, granularity="iteration")  # lambda_u = 1
             teacher = None
@@ -230,14 +230,14 @@ class Run:
                 self.loader, batch_size=unlabeled_batch, shuffle=True, generator=self.generator))
         else:
             unlabeled = Images(data["x_u"], None, weak) if method == "online" \
-                else ipl.WeakStrongViews(_Raw(data["x_u"]), weak, strong)
+                else ipl.WeakStrongViews(data["x_u"].unsqueeze(1), weak, strong)  # (1, 28, 28) uint8 views
             train_data = ipl.SemiSupervisedLoader(self.labeled(), unlabeled=self.loader(
                 unlabeled, batch_size=unlabeled_batch, shuffle=True, generator=self.generator, drop_last=True))
         if method != "online":
             rates: list[torch.Tensor] = []
             trainer.add_event_handler(Events.ITERATION_COMPLETED(every=50),
                                       lambda e: rates.append(torch.stack([e.state.pseudo_mask_rate, _or_nan(
-                                          e.state.pseudo_accuracy)]).detach()))
+                                          e.state.pseudo_accuracy, e.state.pseudo_mask_rate)]).detach()))
             self.extra["pseudo_stats"] = rates
         self.budget.attach(trainer)
         trainer.run(train_data, max_epochs=2**30, epoch_length=len(self.labeled()))
@@ -268,8 +268,9 @@ class Run:
         return result
 
 
-def _or_nan(value: Any) -> torch.Tensor:
-    return torch.tensor(float("nan")) if value is None else value.float()
+def _or_nan(value: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    """``value``, or NaN on the device of ``like`` (mined rows have no online pseudo-label accuracy)."""
+    return torch.full_like(like, float("nan")) if value is None else value.to(like.dtype)
 
 
 def run_seed(args: argparse.Namespace, seed: int, device: torch.device,
@@ -300,19 +301,6 @@ def run_seed(args: argparse.Namespace, seed: int, device: torch.device,
         print(f"seed {seed} {method:<10} test {result['test_accuracy']:.4f} (best val {result['best_val_accuracy']:.4f}"
               f" at {result['best_minutes']:.1f} min, {result['steps']} steps in {result['minutes']:.1f} min)",
               flush=True)
-
-
-class _Raw(Dataset):
-    """Unlabeled ``uint8`` images as ``(1, 28, 28)`` tensors, for the view transforms."""
-
-    def __init__(self, images: torch.Tensor) -> None:
-        self.images = images
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return self.images[i].unsqueeze(0)
 
 
 def prepare(args: argparse.Namespace, seed: int) -> dict[str, Any]:

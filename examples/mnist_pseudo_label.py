@@ -233,9 +233,6 @@ def run_method(method: str, args: argparse.Namespace, data: dict[str, Any], devi
             limit = control_seconds if control_seconds is not None else 60 * args.control_minutes
             WallTimeLimit(limit).attach(trainer)
     else:
-        loss = ipl.PseudoLabelLoss(
-            threshold=args.online_threshold if method == "online" else None, held_back_targets=None)
-        ramp = ipl.AlphaRamp(t1=args.t1, t2=args.t2, alpha_f=args.alpha_f)
         if method == "fixmatch":
             ema = EMAHandler(model, momentum=args.ema_momentum)  # pseudo-labels from, and evaluated: the EMA
             evaluated = ema.ema_model
@@ -243,6 +240,9 @@ def run_method(method: str, args: argparse.Namespace, data: dict[str, Any], devi
             loss = ipl.PseudoLabelLoss(args.fixmatch_threshold, teacher=ema.ema_model,
                                        held_back_targets=data["unlabeled_targets"])
             ramp = ipl.AlphaRamp(t1=0, t2=0, alpha_f=1.0)  # lambda_u = 1 from the first step
+        else:
+            loss = ipl.PseudoLabelLoss(threshold=args.online_threshold if method == "online" else None)
+            ramp = ipl.AlphaRamp(t1=args.t1, t2=args.t2, alpha_f=args.alpha_f)
         trainer = create_supervised_trainer(model, optimizer, loss, device=device, non_blocking=True,
                                             prepare_batch=loss.prepare_batch)
         loss.attach(trainer)
@@ -350,10 +350,10 @@ class WallTimeLimit:
         self.start = time.perf_counter()
 
     def __call__(self, engine: Engine) -> None:
-        stop = torch.tensor(float(time.perf_counter() - self.start >= self.seconds))
+        stop = time.perf_counter() - self.start >= self.seconds
         if idist.get_world_size() > 1:
-            stop = idist.broadcast(stop.to(idist.device()), src=0).cpu()
-        if stop.item():
+            stop = bool(idist.broadcast(int(stop), src=0))
+        if stop:
             engine.terminate()
 
 

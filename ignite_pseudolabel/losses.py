@@ -489,7 +489,7 @@ class PseudoLabelLoss(torch.nn.Module):
         alpha = self.current_alpha()
         if alpha == 0.0 or n_other == 0:
             return supervised
-        if self.fairness is not None and fairness is not None:
+        if self.fairness is not None and fairness is not None:  # (both or neither: for the type checker)
             pseudo = pseudo + self.fairness.weight * fairness
         return supervised + alpha * pseudo
 
