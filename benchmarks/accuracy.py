@@ -28,11 +28,11 @@ Methods:
 
 Usage:
     # MNIST-5k (offline), 10 labels per class, 20 minutes per method, curves to PNG
-    python benchmarks/accuracy.py --dataset mnist5k --per-class 10 --methods supervised best \\
+    python -m benchmarks.accuracy --dataset mnist5k --per-class 10 --methods supervised best \\
         --seeds 0 --minutes 20 --plot benchmarks/results/accuracy_mnist5k_10.png
 
     # Fashion-MNIST, 1,000 labels (Debian's dataset-fashion-mnist package provides the files)
-    python benchmarks/accuracy.py --dataset fashion-mnist --data-root /usr/share/datasets/fashion-mnist \\
+    python -m benchmarks.accuracy --dataset fashion-mnist --data-root /usr/share/datasets/fashion-mnist \\
         --per-class 100 --methods supervised best --seeds 0 1 --minutes 20
 
 Results go to ``benchmarks/results/accuracy_<dataset>_<per-class>_<minutes>min.json`` (or ``--out``).
@@ -44,43 +44,25 @@ import argparse
 import copy
 import functools
 import json
-import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import ignite
 import torch
 from ignite.engine import Engine, Events, create_supervised_evaluator, create_supervised_trainer
 from ignite.handlers import EMAHandler, Timer
 from ignite.metrics import Accuracy
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
 import ignite_pseudolabel as ipl
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-from mnist_pseudo_label import STATS, Net, load_data  # noqa: E402  (the example's model and data)
+from benchmarks import common
+from examples.mnist import STATS, Images, Net, load_data
 
 METHODS = ("supervised", "online", "mined", "fixmatch", "best")
 SEMI = ("online", "mined", "fixmatch", "best")
-
-
-class Images(Dataset):
-    """``uint8`` images ``(N, 28, 28)`` through a transform; with targets, ``(x, y)`` pairs."""
-
-    def __init__(self, images: torch.Tensor, targets: torch.Tensor | None, transform: Any) -> None:
-        self.images, self.targets, self.transform = images, targets, transform
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int) -> Any:
-        x = self.transform(self.images[i].unsqueeze(0))
-        return x if self.targets is None else (x, int(self.targets[i]))
 
 
 def transforms_for(dataset: str, strength: str) -> tuple[Any, Any, Any]:
@@ -226,8 +208,9 @@ class Run:
                                          threshold=0.99, train_dataset=Images(data["x_u"], None, weak), device=device,
                                          batch_size=args.eval_batch_size, true_labels=data["y_u"])
             miner.attach(trainer, Events.STARTED)
-            train_data: Any = ipl.SemiSupervisedLoader(self.labeled(), pseudo=miner.dataset, loader_fn=functools.partial(
-                self.loader, batch_size=unlabeled_batch, shuffle=True, generator=self.generator))
+            pseudo_loader = functools.partial(self.loader, batch_size=unlabeled_batch, shuffle=True,
+                                              generator=self.generator)
+            train_data: Any = ipl.SemiSupervisedLoader(self.labeled(), pseudo=miner.dataset, loader_fn=pseudo_loader)
         else:
             unlabeled = Images(data["x_u"], None, weak) if method == "online" \
                 else ipl.WeakStrongViews(data["x_u"].unsqueeze(1), weak, strong)  # (1, 28, 28) uint8 views
@@ -398,7 +381,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--eval-batch-size", type=int, default=1000)
     p.add_argument("--num-workers", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default="auto", help="auto (cuda when available, else cpu), cpu, cuda, cuda:1, ...")
     p.add_argument("--plot", default="", help="PNG of the validation curves (needs matplotlib)")
     p.add_argument("--out", default="", help="JSON results file")
     p.add_argument("--merge", nargs="+", default=[], metavar="JSON",
@@ -415,7 +398,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    device = common.resolve_device(args.device)
     runs: dict[str, list[dict[str, Any]]] = {m: [] for m in args.methods}
 
     def on_result(method: str, result: dict[str, Any]) -> None:
@@ -448,7 +431,7 @@ def merge(paths: list[str], out: str, png: str) -> dict[str, Any]:
     merged = {**reports[0], "command": [r["command"] for r in reports], "merged_from": paths,
               "summary": summarise(runs), "runs": runs}
     merged["config"] = {**reports[0]["config"], "seeds": sorted({r["seed"] for rs in runs.values() for r in rs})}
-    Path(out).write_text(json.dumps(merged, indent=2))
+    common.write_json(out, merged)
     if png:
         plot(merged, png)
     for method, s in merged["summary"].items():
@@ -458,16 +441,16 @@ def merge(paths: list[str], out: str, png: str) -> dict[str, Any]:
 
 
 def write(args: argparse.Namespace, runs: dict[str, list[dict[str, Any]]], device: torch.device) -> dict[str, Any]:
+    env = common.environment(device)
     report = {
-        "command": "python " + " ".join([sys.argv[0], *sys.argv[1:]]),
+        "command": " ".join(env["command"]),
         "config": vars(args),
-        "machine": torch.cuda.get_device_name(device) if device.type == "cuda"
-        else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
-        "versions": {"torch": torch.__version__, "ignite": ignite.__version__, "ignite_pseudolabel": ipl.__version__},
+        "machine": env["device_name"],
+        "environment": env,
         "summary": summarise({m: r for m, r in runs.items() if r}),
         "runs": runs,
     }
-    Path(args.out).write_text(json.dumps(report, indent=2))
+    common.write_json(args.out, report)
     return report
 
 

@@ -28,20 +28,20 @@ Usage:
     # everything with the defaults (part a: N=58,000 with Net; part b: 58,000 and 580,000 images). On
     # 2 CPU cores: part (a) 6 passes of about 1 minute; part (b) about 35 minutes, nearly all of it the
     # tutorial's loop at 580,000 images (quadratic in N); on a GPU, minutes.
-    python benchmarks/bench_mining.py
+    python -m benchmarks.bench_mining
 
     # part (a) only, the project's ratio
-    python benchmarks/bench_mining.py --part ratio --n 58000 --model net
+    python -m benchmarks.bench_mining --part ratio --n 58000 --model net
 
     # part (b) on CPU: tutorial loop vs ours at 58,000 and 580,000 images (--model tiny: see above)
-    python benchmarks/bench_mining.py --part scaling --model tiny --sizes 58000 580000
+    python -m benchmarks.bench_mining --part scaling --model tiny --sizes 58000 580000
 
     # part (b), shorter: ours alone at 580,000; both at smaller sizes and image sizes 28 and 56
-    python benchmarks/bench_mining.py --part scaling --model tiny --sizes 58000 580000 --methods ours
-    python benchmarks/bench_mining.py --part scaling --model tiny --sizes 14500 29000 --image-size 28 56
+    python -m benchmarks.bench_mining --part scaling --model tiny --sizes 58000 580000 --methods ours
+    python -m benchmarks.bench_mining --part scaling --model tiny --sizes 14500 29000 --image-size 28 56
 
     # quick check of both parts
-    python benchmarks/bench_mining.py --n 4000 --sizes 4000 40000 --model tiny --repeats 2
+    python -m benchmarks.bench_mining --n 4000 --sizes 4000 40000 --model tiny --repeats 2
 
 On a CPU shared with other work add ``--threads 1``: with torch's default of one thread per core,
 every operator waits for a core the other processes hold, and small operators take milliseconds.
@@ -68,10 +68,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
-
-from ignite_pseudolabel import PseudoLabelMiner  # noqa: E402
+from benchmarks import common
+from ignite_pseudolabel import PseudoLabelMiner
 
 TARGET_RATIO = 0.97
 WORKER_MARK = "BENCH_MINING_WORKER_RESULT "
@@ -281,7 +279,7 @@ def run_scaling(args: argparse.Namespace, device: torch.device) -> tuple[list[di
         for n in args.sizes:
             for method in args.methods:
                 for rep in range(args.scaling_repeats):
-                    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", method, "--n", str(n),
+                    cmd = [sys.executable, "-m", "benchmarks.bench_mining", "--worker", method, "--n", str(n),
                            "--image-size", str(image_size), "--model", model_name, "--batch-size",
                            str(args.batch_size), "--accept-fraction", str(args.accept_fraction), "--device",
                            str(device), "--seed", str(args.seed)]
@@ -290,7 +288,8 @@ def run_scaling(args: argparse.Namespace, device: torch.device) -> tuple[list[di
                     print(f"  {method:8s} image {image_size}x{image_size} N={n:,} ({model_name}) ...", end=" ",
                           flush=True)
                     try:
-                        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.worker_timeout)
+                        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.worker_timeout,
+                                              cwd=common.REPO_ROOT)
                         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(WORKER_MARK)]
                         if proc.returncode != 0 or not lines:
                             raise RuntimeError(f"worker exited with {proc.returncode}: {proc.stderr.strip()[-2000:]}")

@@ -28,16 +28,16 @@ tutorial's step. It is CUDA-only: on CPU the script says so and measures fp32.
 
 Usage:
     # the defaults (CPU or GPU, whichever is there): 64 labeled + 64 unlabeled images per iteration
-    python benchmarks/bench_train_step.py
+    python -m benchmarks.bench_train_step
 
     # on a GPU, larger batches, bf16 autocast
-    python benchmarks/bench_train_step.py --device cuda --labeled-batch 128 --unlabeled-batch 384 --amp
+    python -m benchmarks.bench_train_step --device cuda --labeled-batch 128 --unlabeled-batch 384 --amp
 
     # quick check
-    python benchmarks/bench_train_step.py --iterations 5 --repeats 2 --warmup 2
+    python -m benchmarks.bench_train_step --iterations 5 --repeats 2 --warmup 2
 
     # the fixed per-iteration cost, where the model is cheap (many short repeats resist noise)
-    python benchmarks/bench_train_step.py --model tiny --iterations 50 --repeats 11 --threads 1
+    python -m benchmarks.bench_train_step --model tiny --iterations 50 --repeats 11 --threads 1
 
 On a CPU shared with other work add ``--threads 1`` (see ``bench_mining.py``), and prefer many short
 repeats (``--iterations 2 --repeats 21``) to a few long ones: the median then ignores the slow spells.
@@ -53,7 +53,6 @@ import argparse
 import contextlib
 import copy
 import functools
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
@@ -62,10 +61,8 @@ import torch
 from ignite.engine import Engine, create_supervised_trainer
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
-
-from ignite_pseudolabel import PseudoLabelLoss, SemiSupervisedLoader  # noqa: E402
+from benchmarks import common
+from ignite_pseudolabel import PseudoLabelLoss, SemiSupervisedLoader
 
 TARGET_RATIO = 1.05
 POOL = 8  # distinct batches per stream, reused round-robin

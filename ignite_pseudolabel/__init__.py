@@ -1,27 +1,30 @@
 """ignite-pseudolabel: handlers that turn a PyTorch-Ignite supervised trainer semi-supervised.
 
-The public API is flat: everything below is importable from ``ignite_pseudolabel``.
+The package root holds what a training script attaches or feeds to its engines: the loss and its
+options, the schedules, the data wrappers, the miner, the checkpointers and the TensorBoard helper
+(the names in ``__all__``). The building blocks they are made of (pure loss and selection
+functions, the ramp function, the batch target, the TensorBoard handlers) live in their
+submodules, e.g. ``from ignite_pseudolabel.losses import masked_cross_entropy``.
 """
 
-from .alignment import DistributionAlignment, sharpen
+from __future__ import annotations
+
+import importlib
+import warnings
+from typing import Any
+
+from .alignment import DistributionAlignment
 from .augment import WeakStrongViews, weak_strong_transforms
-from .batch import SemiSupervisedBatch, SemiSupervisedTarget, Views, prepare_semi_supervised_batch
+from .batch import SemiSupervisedBatch, Views
 from .checkpoint import BestCheckpoint, BestValCheckpoint, ResumeCheckpoint
 from .data import SemiSupervisedLoader
 from .datasets import PseudoLabeledDataset, UnlabeledDataset
-from .losses import (
-    PseudoLabelLoss,
-    SelfAdaptiveFairness,
-    hard_pseudo_labels,
-    masked_cross_entropy,
-    masked_soft_cross_entropy,
-    self_adaptive_fairness,
-)
-from .mining import PseudoLabelMiner, select_pseudo_labels
+from .losses import PseudoLabelLoss, SelfAdaptiveFairness
+from .mining import PseudoLabelMiner
 from .rng import RNGState
-from .schedules import AlphaRamp, lee_ramp
-from .split import SplitIndices, class_balanced_split
-from .tensorboard import MiningHandler, ThresholdsHandler, attach_tensorboard, log_mining
+from .schedules import AlphaRamp
+from .split import class_balanced_split
+from .tensorboard import attach_tensorboard
 from .thresholds import FixedThreshold, FlexMatchThreshold, FreeMatchThreshold, ThresholdPolicy
 
 __version__ = "0.2.0"
@@ -34,7 +37,6 @@ __all__ = [
     "FixedThreshold",
     "FlexMatchThreshold",
     "FreeMatchThreshold",
-    "MiningHandler",
     "PseudoLabelLoss",
     "PseudoLabelMiner",
     "PseudoLabeledDataset",
@@ -43,23 +45,38 @@ __all__ = [
     "SelfAdaptiveFairness",
     "SemiSupervisedBatch",
     "SemiSupervisedLoader",
-    "SemiSupervisedTarget",
-    "SplitIndices",
     "ThresholdPolicy",
-    "ThresholdsHandler",
     "UnlabeledDataset",
     "Views",
     "WeakStrongViews",
     "attach_tensorboard",
     "class_balanced_split",
-    "hard_pseudo_labels",
-    "lee_ramp",
-    "log_mining",
-    "masked_cross_entropy",
-    "masked_soft_cross_entropy",
-    "prepare_semi_supervised_batch",
-    "select_pseudo_labels",
-    "self_adaptive_fairness",
-    "sharpen",
     "weak_strong_transforms",
 ]
+
+#: Names importable from the root in 0.2 that now live in a submodule only: name -> submodule.
+#: Importing them from the root still works in 0.3 with a DeprecationWarning; 0.4 removes the aliases.
+_MOVED = {
+    "hard_pseudo_labels": "losses",
+    "masked_cross_entropy": "losses",
+    "masked_soft_cross_entropy": "losses",
+    "self_adaptive_fairness": "losses",
+    "sharpen": "alignment",
+    "lee_ramp": "schedules",
+    "select_pseudo_labels": "mining",
+    "SemiSupervisedTarget": "batch",
+    "prepare_semi_supervised_batch": "batch",
+    "log_mining": "tensorboard",
+    "MiningHandler": "tensorboard",
+    "ThresholdsHandler": "tensorboard",
+    "SplitIndices": "split",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _MOVED.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    warnings.warn(f"ignite_pseudolabel.{name} is deprecated and will be removed in 0.4: import it from "
+                  f"ignite_pseudolabel.{module} instead", DeprecationWarning, stacklevel=2)
+    return getattr(importlib.import_module(f".{module}", __name__), name)

@@ -2,8 +2,8 @@
 
 The boundary between the data and the loss: :class:`~ignite_pseudolabel.SemiSupervisedLoader`
 yields :class:`SemiSupervisedBatch` objects (whose unlabeled part may be :class:`Views`),
-:func:`prepare_semi_supervised_batch` concatenates their inputs and builds the
-:class:`SemiSupervisedTarget` that :class:`~ignite_pseudolabel.PseudoLabelLoss` reads. This module
+:func:`.prepare_semi_supervised_batch` concatenates their inputs and builds the
+:class:`.SemiSupervisedTarget` that :class:`~ignite_pseudolabel.PseudoLabelLoss` reads. This module
 depends on torch and Ignite only (no torchvision, no other module of the package).
 """
 
@@ -64,7 +64,7 @@ class SemiSupervisedBatch(NamedTuple):
 
 
 class SemiSupervisedTarget(NamedTuple):
-    """The target that :func:`prepare_semi_supervised_batch` pairs with the concatenated inputs.
+    """The target that :func:`.prepare_semi_supervised_batch` pairs with the concatenated inputs.
 
     The first ``labels.shape[0]`` rows of the predictions are the labeled samples. The remaining rows
     are pseudo-labeled (their labels are ``pseudo_labels``) or unlabeled; for unlabeled rows the
@@ -146,7 +146,7 @@ def prepare_semi_supervised_batch(
         teacher: a model predicting the pseudo-label sources (e.g. an EMA copy), or ``None``.
 
     Returns:
-        ``(inputs, target)``: the concatenated inputs and a :class:`SemiSupervisedTarget`.
+        ``(inputs, target)``: the concatenated inputs and a :class:`.SemiSupervisedTarget`.
 
     Raises:
         TypeError: if ``batch`` is not a :class:`SemiSupervisedBatch` or its parts do not have the

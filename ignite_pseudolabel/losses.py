@@ -83,7 +83,7 @@ def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, mask: torch
 
 
 def masked_soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy against soft targets (class probabilities), averaged like :func:`masked_cross_entropy`.
+    """Cross-entropy against soft targets (class probabilities), averaged like :func:`.masked_cross_entropy`.
 
     Args:
         logits: ``(N, C, d1, ...)`` logits.
@@ -162,7 +162,7 @@ class SelfAdaptiveFairness(torch.nn.Module):
     Keeps the moving averages of the mean class probabilities and of the histogram of the predicted
     classes of the pseudo-label sources (the weak view; after distribution alignment, if any), both
     starting at ``1 / num_classes`` and updated before the term is computed (as in USB), and returns
-    :func:`self_adaptive_fairness` of the predictions trained on the pseudo-labels (the strong view)
+    :func:`.self_adaptive_fairness` of the predictions trained on the pseudo-labels (the strong view)
     over the rows that use their pseudo-label. The loss adds ``alpha * weight * L_f``: with
     ``alpha = 1`` (FreeMatch's unlabeled weight) ``weight`` is FreeMatch's ``lambda_f``. The moving
     averages are buffers (saved in ``state_dict``), updated with batch means averaged across processes
@@ -247,7 +247,7 @@ class PseudoLabelLoss(torch.nn.Module):
     (a fixed ``threshold``, or :class:`~ignite_pseudolabel.FlexMatchThreshold`,
     :class:`~ignite_pseudolabel.FreeMatchThreshold`) deciding which to use -> hard labels (argmax)
     or, with ``temperature``, soft labels (sharpened probabilities). The pseudo term is averaged over
-    all unlabeled predictions, the unused ones contributing 0 (:func:`masked_cross_entropy`). With
+    all unlabeled predictions, the unused ones contributing 0 (:func:`.masked_cross_entropy`). With
     ``fairness`` (:class:`~ignite_pseudolabel.SelfAdaptiveFairness`, FreeMatch), the pseudo term is
     ``L_u + weight * L_f``, ``L_f`` being computed on the used predictions. Dense
     logits ``(N, C, d1, ...)`` get a pseudo-label and a mask entry per element. A prediction with a
@@ -437,7 +437,7 @@ class PseudoLabelLoss(torch.nn.Module):
         The labeled inputs come first, then the unlabeled (weak and strong views, or only the
         student's inputs with a teacher) or pseudo-labeled inputs, left out while alpha is 0; each
         part is moved to ``device`` before one concatenation there. It is
-        :func:`~ignite_pseudolabel.prepare_semi_supervised_batch` with this loss's teacher and alpha.
+        :func:`.prepare_semi_supervised_batch` with this loss's teacher and alpha.
 
         Raises:
             TypeError: if the batch does not come from :class:`~ignite_pseudolabel.SemiSupervisedLoader`

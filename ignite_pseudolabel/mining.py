@@ -130,7 +130,7 @@ class PseudoLabelMiner(Serializable):
     ``trainer.run``; or e.g. ``Events.EPOCH_COMPLETED(every=5)`` for iterative self-training) the
     miner runs its own inference :class:`~ignite.engine.Engine` (:attr:`engine`, to which a
     ``ProgressBar`` or loggers can be attached) over ``dataset`` with ``model`` in eval mode and
-    without gradients, then selects pseudo-labels with :func:`select_pseudo_labels`: every sample
+    without gradients, then selects pseudo-labels with :func:`.select_pseudo_labels`: every sample
     whose max softmax probability is >= ``threshold``, optionally only the most confident
     ``class_fraction`` of each class, at most ``max_per_class`` per class and ``k_best`` overall. Per
     batch it only appends the labels and confidences to lists on the device (no host

@@ -45,7 +45,7 @@ def lee_ramp(t: int, t1: int, t2: int, alpha_f: float) -> float:
 
 
 class AlphaRamp(StateParamScheduler):
-    """Publishes Lee (2013)'s ramp :func:`lee_ramp` as ``engine.state.alpha``.
+    """Publishes Lee (2013)'s ramp :func:`.lee_ramp` as ``engine.state.alpha``.
 
     The value is a pure function of the engine's own counter: with ``granularity="epoch"`` the alpha
     used while training epoch ``t`` (Ignite counts epochs from 1) is exactly ``lee_ramp(t, t1, t2,
@@ -57,6 +57,16 @@ class AlphaRamp(StateParamScheduler):
 
     The defaults follow the paper (alpha_f = 3, T1 = 100, T2 = 600 epochs), not the seed tutorial's
     alpha_f = 1e-4, which makes the pseudo-label term negligible.
+
+    Why it overrides most of Ignite's ``StateParamScheduler``: Ignite's schedulers count the events
+    they have seen (``event_index += 1`` per call), so the value depends on how often the handler
+    fired, including the ``STARTED`` event that sets alpha before the first batch, and after a
+    resume it is right only once the scheduler's own state has been loaded; a
+    ``LambdaStateScheduler`` with the ramp as a lambda would also not be picklable into a checkpoint.
+    ``AlphaRamp`` keeps Ignite's ``attach``, ``state_dict``, ``param_history`` and ``simulate_values``
+    contract but takes ``t`` from the engine's own counter in ``__call__``, which makes the value a
+    pure function of the epoch (or iteration) and resume exact; ``load_state_dict`` also refuses a
+    checkpoint written with another configuration.
 
     Args:
         t1: first step of the ramp (alpha is 0 up to and including it, unless ``t2 == t1``). Integer >= 0.

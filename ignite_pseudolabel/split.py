@@ -45,7 +45,7 @@ def class_balanced_split(
         unlabeled_per_class: cap on unlabeled samples per class (default: every remaining sample).
 
     Returns:
-        :class:`SplitIndices` of sorted ``int64`` position tensors.
+        :class:`.SplitIndices` of sorted ``int64`` position tensors.
 
     Raises:
         ValueError: if a class has fewer than ``labeled_per_class + validation_per_class`` samples.

@@ -1,6 +1,6 @@
 """TensorBoard monitoring of pseudo-labelling on top of Ignite's :class:`~ignite.handlers.TensorboardLogger`.
 
-:class:`MiningHandler` and :class:`ThresholdsHandler` are Ignite logger handlers
+:class:`.MiningHandler` and :class:`.ThresholdsHandler` are Ignite logger handlers
 (:class:`~ignite.handlers.base_logger.BaseHandler`), attached with ``tb_logger.attach(engine,
 handler, event)`` like Ignite's ``OutputHandler``; :func:`attach_tensorboard` attaches them and
 Ignite's own handlers for a whole run. The ``engine.state`` attributes it logs are those the
@@ -167,7 +167,7 @@ def log_mining(
     tag: str = "pseudo",
     histogram: bool = True,
 ) -> None:
-    """Logs every mining round of ``miner`` to TensorBoard with a :class:`MiningHandler`.
+    """Logs every mining round of ``miner`` to TensorBoard with a :class:`.MiningHandler`.
 
     The step is the trainer's epoch (or the round number without a trainer).
 
@@ -230,11 +230,11 @@ def attach_tensorboard(
       a fairness term, and ``train/pseudo_accuracy`` when ``loss`` has held-back targets;
     * with ``optimizer``, its learning rate as ``lr/group_0``, ...;
     * with ``loss``, the class-wise thresholds of its threshold policy as ``thresholds/{c}``
-      (:class:`ThresholdsHandler`);
+      (:class:`.ThresholdsHandler`);
     * for each ``evaluators`` entry ``name: engine``, all its metrics as ``{name}/{metric}`` when it
       completes, at the trainer's epoch;
-    * with ``miner``, every mining round at the trainer's epoch (:class:`MiningHandler`, see
-      :func:`log_mining`).
+    * with ``miner``, every mining round at the trainer's epoch (:class:`.MiningHandler`, see
+      :func:`.log_mining`).
 
     Values are converted to Python numbers only when they are logged, so logging every ``N``
     iterations costs one host synchronisation per ``N`` iterations.

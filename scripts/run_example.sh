@@ -5,4 +5,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh examples
-exec .venv/bin/python examples/mnist_pseudo_label.py "$@"
+exec .venv/bin/python -m examples.mnist_pseudo_label "$@"

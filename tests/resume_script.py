@@ -11,7 +11,6 @@ import argparse
 import functools
 import os
 import signal
-import sys
 from pathlib import Path
 
 import torch
@@ -20,8 +19,7 @@ from ignite.metrics import Accuracy
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import ignite_pseudolabel as ipl  # noqa: E402
+import ignite_pseudolabel as ipl
 
 
 class Noisy(Dataset):

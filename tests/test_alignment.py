@@ -2,7 +2,8 @@ import ignite.distributed as idist
 import pytest
 import torch
 
-from ignite_pseudolabel import DistributionAlignment, PseudoLabelLoss, sharpen
+from ignite_pseudolabel import DistributionAlignment, PseudoLabelLoss
+from ignite_pseudolabel.alignment import sharpen
 
 
 def aligned_by_hand(probs, target, running):

@@ -67,3 +67,26 @@ def test_handlers_publish_exactly_the_state_attributes_they_declare(make):
     before = set(vars(engine.state))
     handler.attach(engine)
     assert set(vars(engine.state)) - before == set(handler.state_attributes)
+
+
+def test_root_api_is_small_and_moved_names_warn():
+    import importlib
+    import warnings
+
+    import ignite_pseudolabel
+
+    assert len(ignite_pseudolabel.__all__) <= 25
+    for name in ignite_pseudolabel.__all__:
+        assert getattr(ignite_pseudolabel, name) is not None
+    for name, module in ignite_pseudolabel._MOVED.items():
+        assert name not in ignite_pseudolabel.__all__
+        with pytest.warns(DeprecationWarning, match=f"import it from ignite_pseudolabel.{module} instead"):
+            alias = getattr(ignite_pseudolabel, name)
+        assert alias is getattr(importlib.import_module(f"ignite_pseudolabel.{module}"), name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        namespace: dict = {}
+        exec("from ignite_pseudolabel import *", namespace)  # only __all__: no deprecated name, no warning
+        assert set(namespace) - {"__builtins__"} == set(ignite_pseudolabel.__all__)
+    with pytest.raises(AttributeError, match="no attribute 'not_a_name'"):
+        ignite_pseudolabel.not_a_name  # noqa: B018

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_script(name, *args):
-    cmd = [sys.executable, str(ROOT / "benchmarks" / name), *map(str, args)]
+    cmd = [sys.executable, "-m", f"benchmarks.{name.removesuffix('.py')}", *map(str, args)]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, f"{cmd} failed with {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
     return proc

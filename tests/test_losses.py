@@ -5,14 +5,9 @@ import torch
 import torch.nn.functional as F
 from ignite.engine import Engine
 
-from ignite_pseudolabel import (
-    AlphaRamp,
-    PseudoLabelLoss,
-    SemiSupervisedBatch,
-    SemiSupervisedTarget,
-    hard_pseudo_labels,
-    masked_cross_entropy,
-)
+from ignite_pseudolabel import AlphaRamp, PseudoLabelLoss, SemiSupervisedBatch
+from ignite_pseudolabel.batch import SemiSupervisedTarget
+from ignite_pseudolabel.losses import hard_pseudo_labels, masked_cross_entropy
 
 
 def test_hard_pseudo_labels_threshold_edges():
@@ -369,7 +364,7 @@ def test_non_finite_student_or_mined_rows_are_left_out_instead_of_turning_the_lo
 
 # ------------------------------------------------------------------------------------ fairness (FreeMatch)
 def test_self_adaptive_fairness_by_hand():
-    from ignite_pseudolabel import self_adaptive_fairness
+    from ignite_pseudolabel.losses import self_adaptive_fairness
 
     # strong-view probabilities of the used rows [0.8, 0.2] and [0.3, 0.7]: p_bar = [0.55, 0.45], h_bar = [0.5, 0.5]
     logits = torch.tensor([[0.8, 0.2], [0.3, 0.7], [math.nan, 0.0]]).log().requires_grad_()
@@ -414,7 +409,7 @@ def test_fairness_term_in_the_loss():
     p_model, h_model = weak.mean(0), F.one_hot(weak.argmax(1), 3).float().mean(0)
     assert torch.allclose(loss_fn.fairness.class_probabilities, p_model)
     assert torch.allclose(loss_fn.fairness.label_histogram, h_model)
-    from ignite_pseudolabel import self_adaptive_fairness
+    from ignite_pseudolabel.losses import self_adaptive_fairness
 
     fair = self_adaptive_fairness(strong, mask, p_model, h_model)
     assert torch.isfinite(fair) and fair.item() != 0

@@ -7,7 +7,8 @@ from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint
 from torch import nn
 
-from ignite_pseudolabel import PseudoLabelMiner, select_pseudo_labels
+from ignite_pseudolabel import PseudoLabelMiner
+from ignite_pseudolabel.mining import select_pseudo_labels
 
 
 def logits_for(confidences, labels, num_classes=3):

@@ -7,7 +7,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from ignite_pseudolabel import PseudoLabelMiner, lee_ramp, select_pseudo_labels
+from ignite_pseudolabel import PseudoLabelMiner
+from ignite_pseudolabel.mining import select_pseudo_labels
+from ignite_pseudolabel.schedules import lee_ramp
 
 ramps = st.tuples(st.integers(0, 500), st.integers(0, 500), st.floats(0, 100, allow_nan=False)).map(
     lambda t: (min(t[0], t[1]), max(t[0], t[1]), t[2]))

@@ -5,7 +5,8 @@ import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint
 
-from ignite_pseudolabel import AlphaRamp, lee_ramp
+from ignite_pseudolabel import AlphaRamp
+from ignite_pseudolabel.schedules import lee_ramp
 
 
 def record(engine, attribute="alpha"):

@@ -9,13 +9,12 @@ from torch.utils.data import DataLoader, TensorDataset
 from ignite_pseudolabel import (
     AlphaRamp,
     FixedThreshold,
-    MiningHandler,
     PseudoLabelLoss,
     PseudoLabelMiner,
     SemiSupervisedLoader,
-    ThresholdsHandler,
     attach_tensorboard,
 )
+from ignite_pseudolabel.tensorboard import MiningHandler, ThresholdsHandler
 
 
 def test_training_validation_and_mining_scalars_are_written(tmp_path):
