@@ -8,8 +8,9 @@ example (the ``testcode`` blocks of the pages and the docstring examples shown b
 import os
 import sys
 
-# Import the package from this checkout, installed or not.
+# Import the package from this checkout, installed or not; and the local extensions in _ext/.
 sys.path.insert(0, os.path.abspath(".."))
+sys.path.insert(0, os.path.abspath("_ext"))
 
 import ignite_pseudolabel  # noqa: E402
 
@@ -24,7 +25,7 @@ extensions = [
     "sphinx.ext.napoleon",
     "sphinx.ext.doctest",
     "sphinx.ext.viewcode",
-    "sphinx.ext.mathjax",
+    "mathml",  # _ext/mathml.py: formulas written as MathML at build time (no MathJax, no CDN)
 ]
 
 exclude_patterns = ["_build"]
@@ -52,6 +53,9 @@ from ignite_pseudolabel import *
 # docstrings of building blocks use their module's names (not all re-exported by the root)
 from ignite_pseudolabel.alignment import *
 from ignite_pseudolabel.batch import *
+from ignite_pseudolabel.batch_views import *
+from ignite_pseudolabel.dense import *
+from ignite_pseudolabel.device_data import *
 from ignite_pseudolabel.losses import *
 from ignite_pseudolabel.mining import *
 from ignite_pseudolabel.schedules import *
@@ -61,4 +65,7 @@ from ignite_pseudolabel.tensorboard import *
 
 # -- HTML -------------------------------------------------------------------------------------------
 html_theme = "furo"
+html_math_renderer = "mathml"
+html_static_path = ["_static"]
+html_css_files = ["mathml.css"]
 html_title = f"ignite-pseudolabel {release}"

@@ -16,9 +16,11 @@ from typing import Any
 from .alignment import DistributionAlignment
 from .augment import WeakStrongViews, weak_strong_transforms
 from .batch import SemiSupervisedBatch, Views
+from .batch_views import BatchViews
 from .checkpoint import BestCheckpoint, BestValCheckpoint, ResumeCheckpoint
 from .data import SemiSupervisedLoader
 from .datasets import PseudoLabeledDataset, UnlabeledDataset
+from .device_data import DeviceBatches
 from .losses import PseudoLabelLoss, SelfAdaptiveFairness
 from .mining import PseudoLabelMiner
 from .rng import RNGState
@@ -31,8 +33,10 @@ __version__ = "0.2.0"
 
 __all__ = [
     "AlphaRamp",
+    "BatchViews",
     "BestCheckpoint",
     "BestValCheckpoint",
+    "DeviceBatches",
     "DistributionAlignment",
     "FixedThreshold",
     "FlexMatchThreshold",

@@ -58,13 +58,14 @@ def optional_float(name: str, value: Any, **interval: Any) -> float | None:
     return None if value is None else check_float(name, value, **interval)
 
 
-def check_threshold(name: str, value: Any) -> float:
-    """A confidence threshold: a probability in (0, 1]."""
-    return check_float(name, value, low=0.0, high=1.0, low_inclusive=False)
+def check_threshold(name: str, value: Any, *, allow_zero: bool = False) -> float:
+    """A confidence threshold: a probability in (0, 1], or in [0, 1] with ``allow_zero`` (0 accepts
+    every prediction with finite logits)."""
+    return check_float(name, value, low=0.0, high=1.0, low_inclusive=allow_zero)
 
 
-def optional_threshold(name: str, value: Any) -> float | None:
-    return None if value is None else check_threshold(name, value)
+def optional_threshold(name: str, value: Any, *, allow_zero: bool = False) -> float | None:
+    return None if value is None else check_threshold(name, value, allow_zero=allow_zero)
 
 
 def check_choice(name: str, value: Any, choices: tuple) -> Any:
@@ -119,11 +120,16 @@ def check_map_style(name: str, value: Any) -> Any:
 
 
 def check_inputs_only(owner: str, value: Any, what: str, hint: str = "") -> Any:
-    """An item (or batch) of an inputs-only dataset: not an ``(input, label, ...)`` sequence.
+    """The inputs of an item (or batch) of an inputs-only dataset, which is not an ``(input, label, ...)``
+    sequence.
 
-    ``what`` names the value with its verb, e.g. ``"item 3 is"``; ``hint`` ends the message.
+    A one-element tuple or list (what ``TensorDataset(x)`` returns, and its batches) holds the inputs
+    and is unwrapped; a longer one raises ``TypeError``. ``what`` names the value with its verb, e.g.
+    ``"item 3 is"``; ``hint`` ends the message.
     """
     if isinstance(value, (tuple, list)):
+        if len(value) == 1:
+            return value[0]
         raise TypeError(f"{owner} expects an inputs-only dataset, but {what} a {type(value).__name__} of "
                         f"{len(value)}; wrap a labeled dataset in UnlabeledDataset{hint}")
     return value

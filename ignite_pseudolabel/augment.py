@@ -1,4 +1,8 @@
-"""Weak and strong views of unlabeled samples for consistency training (FixMatch), from torchvision v2."""
+"""Weak and strong views of unlabeled samples for consistency training (FixMatch), from torchvision v2.
+
+Per sample, in the ``DataLoader``. :class:`~ignite_pseudolabel.batch_views.BatchViews` makes the same
+views of whole batches on the trainer's device (kornia), much faster.
+"""
 
 from __future__ import annotations
 
@@ -14,16 +18,19 @@ from .batch import Views
 
 __all__ = ["WeakStrongViews", "weak_strong_transforms"]  # Views moved to .batch; imported here still works
 
-#: torchvision's RandAugment magnitudes are bins 0..30 of each operation's range.
-_MAX_MAGNITUDE = 30
+#: torchvision's RandAugment magnitudes are bins 0..30 of each operation's range (shared with batch_views).
+MAX_MAGNITUDE = 30
 #: the Cutout side of ``strength="fixmatch"`` is drawn from this many equally spaced fractions of ``cutout``.
-_CUTOUT_SIDES = 16
+CUTOUT_SIDES = 16
 
 
 class WeakStrongViews(Dataset):
     """Wraps an inputs-only dataset so that each item is ``Views(weak(x), strong(x), index)``.
 
-    The transforms run per sample, in the ``DataLoader`` workers.
+    The transforms run per sample, in the ``DataLoader`` workers. For the same views made on whole
+    batches on the trainer's device (several times faster, and the only fast path on a GPU), feed
+    raw batches and give :class:`~ignite_pseudolabel.batch_views.BatchViews` to
+    ``PseudoLabelLoss(views=...)`` instead.
 
     Args:
         dataset: the unlabeled dataset, returning raw inputs (e.g. ``uint8`` image tensors or PIL images).
@@ -118,10 +125,10 @@ def weak_strong_transforms(
     check_choice("strength", strength, ("torchvision", "fixmatch"))
     num_ops = check_int("num_ops", num_ops, minimum=0)
     if magnitude is None:
-        magnitude = _MAX_MAGNITUDE if strength == "fixmatch" else 10
+        magnitude = MAX_MAGNITUDE if strength == "fixmatch" else 10
     magnitude = check_int("magnitude", magnitude, minimum=0)
-    if magnitude > _MAX_MAGNITUDE:
-        raise ValueError(f"Argument magnitude should be an integer in [0, {_MAX_MAGNITUDE}], but given {magnitude}")
+    if magnitude > MAX_MAGNITUDE:
+        raise ValueError(f"Argument magnitude should be an integer in [0, {MAX_MAGNITUDE}], but given {magnitude}")
     cutout = check_float("cutout", cutout, low=0.0, high=1.0)
     if len(mean) != len(std):
         raise ValueError(f"Arguments mean and std should have the same length, but given {len(mean)} and {len(std)}")
@@ -146,7 +153,7 @@ def weak_strong_transforms(
     # Cutout: one square patch whose side is up to `cutout` of the image side.
     erase: list[v2.Transform] = []
     if cutout > 0 and strength == "fixmatch":  # side uniform up to `cutout`
-        sides = [cutout * k / _CUTOUT_SIDES for k in range(1, _CUTOUT_SIDES + 1)]
+        sides = [cutout * k / CUTOUT_SIDES for k in range(1, CUTOUT_SIDES + 1)]
         erase = [v2.RandomChoice([v2.RandomErasing(p=1.0, scale=(f * f, f * f), ratio=(1.0, 1.0), value=0)
                                   for f in sides])]
     elif cutout > 0:  # area uniform up to `cutout`^2

@@ -14,7 +14,8 @@ from typing import Any, Callable, NamedTuple
 import torch
 from ignite.utils import convert_tensor
 
-__all__ = ["SemiSupervisedBatch", "SemiSupervisedTarget", "Views", "prepare_semi_supervised_batch"]
+__all__ = ["SemiSupervisedBatch", "SemiSupervisedTarget", "Views", "prepare_semi_supervised_batch",
+           "zero_non_finite_rows"]
 
 
 class Views(NamedTuple):
@@ -79,10 +80,22 @@ class SemiSupervisedTarget(NamedTuple):
         views: 1 or 2, see above.
         sample_index: positions of the unlabeled samples in their dataset (from :class:`Views`), or ``None``.
         teacher_logits: a teacher's (e.g. an EMA model's) logits for the unlabeled samples, or ``None``.
+        unlabeled_valid: which unlabeled or pseudo-labeled predictions may be used at all, or ``None``
+            (all): a ``bool`` tensor of shape ``(M,)``, one entry per sample (broadcast over the
+            elements of dense predictions), or ``(M, d1, ...)``, one per element. ``M`` is the number
+            of unlabeled or pseudo-labeled samples: with ``views == 2``, the rows of one view (an
+            entry describes both views of its sample). :func:`prepare_semi_supervised_batch` sets it
+            to False for the samples whose inputs held a NaN or an infinity (replaced by zeros);
+            :class:`~ignite_pseudolabel.PseudoLabelLoss` leaves them out of the pseudo term and of
+            its statistics.
+        unlabeled_targets: held-back true labels of the unlabeled rows, aligned with them (e.g. label
+            maps moved and mixed like the views by :class:`~ignite_pseudolabel.dense.DensePrepareBatch`),
+            for measuring ``pseudo_accuracy`` only, never trained on; or ``None``.
 
     .. versionadded:: 0.1.0
     .. versionchanged:: 0.3.0
-        Defined in ``ignite_pseudolabel.batch`` (``ignite_pseudolabel.data`` re-exports it).
+        Defined in ``ignite_pseudolabel.batch`` (``ignite_pseudolabel.data`` re-exports it);
+        ``unlabeled_valid``, ``unlabeled_targets``.
     """
 
     labels: torch.Tensor
@@ -90,6 +103,56 @@ class SemiSupervisedTarget(NamedTuple):
     views: int = 1
     sample_index: torch.Tensor | None = None
     teacher_logits: torch.Tensor | None = None
+    unlabeled_valid: torch.Tensor | None = None
+    unlabeled_targets: torch.Tensor | None = None
+
+
+def zero_non_finite_rows(inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Replaces the samples (rows along dimension 0) of ``inputs`` that hold a NaN or an infinity by zeros.
+
+    A corrupt sample must not reach the forward pass: a zero gradient times a NaN input is NaN in the
+    weights' gradient, and a BatchNorm layer spreads a NaN row to the whole batch. Masking the
+    sample's loss is therefore not enough; neutralising its inputs is. Pure and without host
+    synchronisation (no data-dependent shapes): the finite samples are returned unchanged, and the
+    mask says which samples were finite. Integer (and bool) inputs cannot hold NaN and are returned
+    as they are, with ``None``.
+
+    Args:
+        inputs: a batch, ``(N, ...)``.
+
+    Returns:
+        ``(inputs, finite)``: the inputs with every non-finite sample replaced by zeros, and an
+        ``(N,)`` ``bool`` tensor, True for the samples whose inputs were all finite (``None`` for
+        integer inputs).
+
+    Examples:
+        >>> x = torch.tensor([[1.0, 2.0], [float("nan"), 3.0], [4.0, float("inf")]])
+        >>> cleaned, finite = zero_non_finite_rows(x)
+        >>> cleaned.tolist(), finite.tolist()
+        ([[1.0, 2.0], [0.0, 0.0], [0.0, 0.0]], [True, False, False])
+        >>> zero_non_finite_rows(torch.tensor([[1, 2]], dtype=torch.uint8))[1] is None
+        True
+
+    .. versionadded:: 0.3.0
+    """
+    if not (inputs.is_floating_point() or inputs.is_complex()) or inputs.ndim == 0:
+        return inputs, None
+    # x * 0 is 0 for a finite x and NaN for a NaN or an infinity, and a sum of zeros cannot overflow:
+    # the same mask as isfinite(x).all(1), computed several times faster on the CPU.
+    zeros = inputs * 0
+    finite = (zeros.flatten(1).sum(dim=1) if inputs.ndim > 1 else zeros) == 0
+    return torch.where(finite.view(-1, *([1] * (inputs.ndim - 1))), inputs, zeros.new_zeros(())), finite
+
+
+def _all_valid(*masks: torch.Tensor | None) -> torch.Tensor | None:
+    """The AND of the masks that are not ``None`` (``None`` if all are)."""
+    given = [m for m in masks if m is not None]
+    if not given:
+        return None
+    result = given[0]
+    for mask in given[1:]:
+        result = result & mask
+    return result
 
 
 def _inputs_of_labeled(batch: Any, name: str) -> tuple[Any, Any]:
@@ -125,6 +188,7 @@ def prepare_semi_supervised_batch(
     non_blocking: bool = False,
     use_second: bool = True,
     teacher: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    views: Callable[[Any], Views] | None = None,
 ) -> tuple[torch.Tensor, SemiSupervisedTarget]:
     """Concatenates the inputs of a :class:`SemiSupervisedBatch` for one forward pass.
 
@@ -134,9 +198,20 @@ def prepare_semi_supervised_batch(
     unlabeled inputs (the weak view, for :class:`Views`) go through the teacher without gradients
     and only the student's inputs join the batch.
 
+    Unlabeled and pseudo-labeled samples whose (floating-point) inputs hold a NaN or an infinity, in
+    either view, are replaced by zeros before any forward pass (:func:`zero_non_finite_rows`) and
+    marked False in the target's ``unlabeled_valid``, so that a corrupt sample can neither poison
+    the weights nor spread through a BatchNorm layer; the loss leaves them out. The labeled inputs
+    are not checked.
+
+    With ``views`` (e.g. :class:`~ignite_pseudolabel.batch_views.BatchViews`), an unlabeled batch of
+    raw inputs (not :class:`Views`) is moved to ``device`` first and ``views(raw)`` makes its weak
+    and strong views there, which then count as :class:`Views`; labeled inputs of an integer dtype
+    (raw ``uint8`` images) get ``views.weak``, floating-point ones are used as they are.
+
     :meth:`PseudoLabelLoss.prepare_batch <ignite_pseudolabel.PseudoLabelLoss.prepare_batch>`
-    calls it with the loss's teacher, leaving the second batch out while alpha is 0; call it yourself
-    in a ``prepare_batch`` of your own, e.g. to transform the inputs before the forward pass.
+    calls it with the loss's teacher and views, leaving the second batch out while alpha is 0; call
+    it yourself in a ``prepare_batch`` of your own, e.g. to transform the inputs before the forward pass.
 
     Args:
         batch: a batch of :class:`~ignite_pseudolabel.SemiSupervisedLoader`.
@@ -144,6 +219,8 @@ def prepare_semi_supervised_batch(
         non_blocking: copy to the device asynchronously.
         use_second: include the unlabeled or pseudo-labeled part; ``False`` returns the labeled part only.
         teacher: a model predicting the pseudo-label sources (e.g. an EMA copy), or ``None``.
+        views: makes :class:`Views` of a raw unlabeled batch on the device (``views(raw)``) and the
+            weak view of raw labeled inputs (``views.weak(x)``), or ``None``.
 
     Returns:
         ``(inputs, target)``: the concatenated inputs and a :class:`.SemiSupervisedTarget`.
@@ -159,9 +236,13 @@ def prepare_semi_supervised_batch(
         >>> inputs, target = prepare_semi_supervised_batch(SemiSupervisedBatch(labeled, unlabeled=views))
         >>> inputs[:, 0].tolist(), target.views, target.sample_index.tolist()
         ([1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 2.0, 2.0, 2.0, 2.0], 2, [0, 1, 2, 3])
+        >>> corrupt = torch.tensor([[1.0, 1.0, 1.0], [float("nan"), 1.0, 1.0]])
+        >>> inputs, target = prepare_semi_supervised_batch(SemiSupervisedBatch(labeled, unlabeled=corrupt))
+        >>> inputs[2:].tolist(), target.unlabeled_valid.tolist()
+        ([[1.0, 1.0, 1.0], [0.0, 0.0, 0.0]], [True, False])
 
     .. versionadded:: 0.3.0
-        Documented and exported (it existed, undocumented, in ``ignite_pseudolabel.data``).
+        Documented and exported (it existed, undocumented, in ``ignite_pseudolabel.data``); ``views``.
     """
     if not isinstance(batch, SemiSupervisedBatch):
         raise TypeError(f"Expected a SemiSupervisedBatch from SemiSupervisedLoader, but given a "
@@ -172,27 +253,40 @@ def prepare_semi_supervised_batch(
 
     inputs, labels = _inputs_of_labeled(batch.labeled, "labeled")
     x, y = move(inputs), move(labels)
+    if views is not None and isinstance(x, torch.Tensor) and not (x.is_floating_point() or x.is_complex()):
+        x = views.weak(x)  # type: ignore[attr-defined]  # raw labeled images: their weak view
     if not use_second or (batch.unlabeled is None and batch.pseudo is None):
         return x, SemiSupervisedTarget(y)
     if batch.pseudo is not None:
         inputs, pseudo = _inputs_of_labeled(batch.pseudo, "pseudo-labeled")
         x_p = move(inputs)
         _check_rows(x, x_p, "pseudo-labeled")
-        return torch.cat([x, x_p]), SemiSupervisedTarget(y, move(pseudo))
+        x_p, valid = zero_non_finite_rows(x_p)
+        return torch.cat([x, x_p]), SemiSupervisedTarget(y, move(pseudo), unlabeled_valid=valid)
     index = None
-    if isinstance(batch.unlabeled, Views):
-        views = batch.unlabeled
-        weak, strong, index = move(views.weak), move(views.strong), move(views.sample_index)
+    unlabeled = batch.unlabeled
+    if views is not None and not isinstance(unlabeled, Views):
+        # raw inputs (a one-element batch, as TensorDataset(x) gives, is unwrapped; a named tuple such as
+        # RawBatch(inputs, sample_index) goes to `views` whole), on the device now: their weak and strong views
+        raw = unlabeled if hasattr(unlabeled, "_fields") else _inputs_of_unlabeled(unlabeled)
+        unlabeled = views(move(raw))
+    if isinstance(unlabeled, Views):
+        weak, strong, index = move(unlabeled.weak), move(unlabeled.strong), move(unlabeled.sample_index)
         _check_rows(x, weak, "weak-view")
         _check_rows(x, strong, "strong-view")
-        source, student = weak, strong
+        (source, weak_valid), (student, strong_valid) = zero_non_finite_rows(weak), zero_non_finite_rows(strong)
+        valid = _all_valid(weak_valid, strong_valid)
     else:
-        source = student = move(_inputs_of_unlabeled(batch.unlabeled))
+        student = move(_inputs_of_unlabeled(batch.unlabeled))
         _check_rows(x, student, "unlabeled")
+        student, valid = zero_non_finite_rows(student)
+        source = student
     if teacher is not None:
         with torch.no_grad():
             teacher_logits = teacher(source)
-        return torch.cat([x, student]), SemiSupervisedTarget(y, sample_index=index, teacher_logits=teacher_logits)
+        return torch.cat([x, student]), SemiSupervisedTarget(y, sample_index=index, teacher_logits=teacher_logits,
+                                                             unlabeled_valid=valid)
     if source is student:
-        return torch.cat([x, student]), SemiSupervisedTarget(y, sample_index=index)
-    return torch.cat([x, source, student]), SemiSupervisedTarget(y, views=2, sample_index=index)
+        return torch.cat([x, student]), SemiSupervisedTarget(y, sample_index=index, unlabeled_valid=valid)
+    return torch.cat([x, source, student]), SemiSupervisedTarget(y, views=2, sample_index=index,
+                                                                 unlabeled_valid=valid)

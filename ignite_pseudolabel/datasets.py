@@ -92,9 +92,11 @@ class PseudoLabeledDataset(Dataset):
     :class:`~ignite_pseudolabel.SemiSupervisedLoader` to restart its pseudo stream over the new set.
 
     Args:
-        dataset: the inputs-only dataset the indices point into (its transforms apply).
+        dataset: the inputs-only dataset the indices point into (its transforms apply); items that
+            are one-element tuples or lists, as ``TensorDataset(x)`` returns, are unwrapped.
         indices: positions in ``dataset`` (default: none).
-        labels: the pseudo-label of each position (default: none).
+        labels: the pseudo-label of each position (default: none), or a label map per position
+            ``(K, d1, ...)`` for dense predictions (items are then ``(input, label_map)``).
 
     Examples:
         >>> import torch
@@ -107,6 +109,8 @@ class PseudoLabeledDataset(Dataset):
         (1, (tensor(5.), 1), 2)
 
     .. versionadded:: 0.1.0
+    .. versionchanged:: 0.3.0
+        Accepts ``TensorDataset(x)``; label maps.
     """
 
     def __init__(
@@ -129,10 +133,15 @@ class PseudoLabeledDataset(Dataset):
             ValueError: if ``indices`` and ``labels`` differ in length, or an index is out of range.
         """
         idx = _as_index_tensor("indices", indices, len(self.dataset))  # type: ignore[arg-type]
-        lab = _as_index_tensor("labels", labels)
-        if idx.numel() != lab.numel():
+        lab = torch.as_tensor(labels)
+        if lab.ndim > 1:  # label maps of dense pseudo-labels, kept in their compact dtype (e.g. uint8)
+            if lab.dtype.is_floating_point or lab.dtype == torch.bool:
+                raise ValueError(f"Argument labels should hold integer label maps, but given dtype {lab.dtype}")
+        else:
+            lab = _as_index_tensor("labels", labels)
+        if idx.numel() != lab.shape[0]:
             raise ValueError(f"Arguments indices and labels should have the same length, but given "
-                             f"{idx.numel()} and {lab.numel()}")
+                             f"{idx.numel()} and {lab.shape[0]}")
         self.indices, self.labels = idx, lab
         self.version += 1
 
@@ -143,4 +152,5 @@ class PseudoLabeledDataset(Dataset):
         position = int(self.indices[i])
         item = check_inputs_only("PseudoLabeledDataset", self.dataset[position], f"item {position} is",
                                  " so its true labels are never used as pseudo-labels")
-        return item, int(self.labels[i])
+        label = self.labels[i]
+        return item, int(label) if label.ndim == 0 else label

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Callable, ClassVar
 
 import ignite.distributed as idist
@@ -54,41 +55,83 @@ def hard_pseudo_labels(
     return labels, mask
 
 
-def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def _broadcast_valid(valid: torch.Tensor | None, shape: tuple[int, ...]) -> torch.Tensor | None:
+    """``valid``, ``(N,)`` or ``(N, d1, ...)``, expanded to the predictions' ``shape``, ``(N, d1, ...)``."""
+    if valid is None:
+        return None
+    shape = tuple(shape)
+    if not isinstance(valid, torch.Tensor) or valid.dtype != torch.bool or valid.ndim == 0 or \
+            tuple(valid.shape) != shape[: valid.ndim]:
+        given = f"{valid.dtype} of shape {tuple(valid.shape)}" if isinstance(valid, torch.Tensor) else \
+            type(valid).__name__
+        raise ValueError(f"Argument valid should be a bool tensor of shape {shape[:1]} or {shape}, but given "
+                         f"{given}")
+    return valid.view(*valid.shape, *([1] * (len(shape) - valid.ndim))).expand(shape)
+
+
+def _masked_average(per_prediction: torch.Tensor, keep: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    """The sum of the kept values over the number of predictions (of the valid ones, when given)."""
+    if valid is None:
+        return (per_prediction * keep).mean()
+    return (per_prediction * keep).sum() / valid.sum().clamp(min=1)
+
+
+def masked_cross_entropy(
+    logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, *, valid: torch.Tensor | None = None
+) -> torch.Tensor:
     """Cross-entropy averaged over *all* predictions, the masked-out ones contributing zero.
 
     Dividing by the number of predictions rather than of kept ones follows FixMatch: the term's weight
     grows with the fraction of confident predictions. Masked-out predictions never produce NaN, in
-    the value or in the gradient, even when their logits are NaN or infinite.
+    the value or in the gradient, even when their logits are NaN or infinite. With ``valid``, the
+    predictions outside it (e.g. of samples whose inputs were not finite) are left out altogether:
+    they contribute zero and do not count in the denominator either.
 
     Args:
         logits: ``(N, C, d1, ...)`` logits.
         labels: ``(N, d1, ...)`` integer labels.
         mask: ``(N, d1, ...)`` boolean mask of the predictions to use.
+        valid: ``(N,)`` (per sample) or ``(N, d1, ...)`` boolean mask of the predictions that count
+            at all (default: all), e.g. :attr:`SemiSupervisedTarget.unlabeled_valid
+            <ignite_pseudolabel.batch.SemiSupervisedTarget.unlabeled_valid>`.
 
     Returns:
-        A scalar tensor (zero when ``N == 0``).
+        A scalar tensor (zero when ``N == 0`` or no prediction is valid).
+
+    Raises:
+        ValueError: if ``valid`` is not a bool tensor of shape ``(N,)`` or ``(N, d1, ...)``.
 
     Examples:
         >>> logits = torch.tensor([[0.0, 0.0], [float("inf"), 0.0]])
         >>> masked_cross_entropy(logits, torch.tensor([0, 0]), torch.tensor([True, False]))
         tensor(0.3466)
+        >>> masked_cross_entropy(logits, torch.tensor([0, 0]), torch.tensor([True, True]),
+        ...                      valid=torch.tensor([True, False]))  # averaged over the valid row only
+        tensor(0.6931)
     """
     if logits.shape[0] == 0:
         return logits.sum() * 0.0
     # Zero the logits of masked-out predictions so that neither the loss nor its gradient sees NaN.
-    keep = mask.unsqueeze(1)
-    per_prediction = F.cross_entropy(torch.where(keep, logits, 0.0), labels, reduction="none")
-    return (per_prediction * mask).mean()  # finite everywhere: masked-out rows saw zero logits
+    valid = _broadcast_valid(valid, mask.shape)
+    keep = mask if valid is None else mask & valid
+    per_prediction = F.cross_entropy(torch.where(keep.unsqueeze(1), logits, 0.0), labels, reduction="none")
+    return _masked_average(per_prediction, keep, valid)  # finite everywhere: masked-out rows saw zero logits
 
 
-def masked_soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def masked_soft_cross_entropy(
+    logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, *, valid: torch.Tensor | None = None
+) -> torch.Tensor:
     """Cross-entropy against soft targets (class probabilities), averaged like :func:`.masked_cross_entropy`.
 
     Args:
         logits: ``(N, C, d1, ...)`` logits.
         targets: ``(N, C, d1, ...)`` target probabilities (e.g. sharpened pseudo-labels).
         mask: ``(N, d1, ...)`` boolean mask of the predictions to use.
+        valid: ``(N,)`` or ``(N, d1, ...)`` boolean mask of the predictions that count at all, as in
+            :func:`.masked_cross_entropy` (default: all).
+
+    Raises:
+        ValueError: if ``valid`` is not a bool tensor of shape ``(N,)`` or ``(N, d1, ...)``.
 
     Examples:
         >>> logits = torch.tensor([[0.0, 0.0], [float("nan"), 0.0]])
@@ -97,10 +140,11 @@ def masked_soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, mask:
     """
     if logits.shape[0] == 0:
         return logits.sum() * 0.0
-    keep = mask.unsqueeze(1)
-    log_probs = torch.log_softmax(torch.where(keep, logits, 0.0).float(), dim=1)
-    per_prediction = -(torch.where(keep, targets, 0.0) * log_probs).sum(dim=1)
-    return (per_prediction * mask).mean()
+    valid = _broadcast_valid(valid, mask.shape)
+    keep = mask if valid is None else mask & valid
+    log_probs = torch.log_softmax(torch.where(keep.unsqueeze(1), logits, 0.0).float(), dim=1)
+    per_prediction = -(torch.where(keep.unsqueeze(1), targets, 0.0) * log_probs).sum(dim=1)
+    return _masked_average(per_prediction, keep, valid)
 
 
 def self_adaptive_fairness(
@@ -252,7 +296,11 @@ class PseudoLabelLoss(torch.nn.Module):
     ``L_u + weight * L_f``, ``L_f`` being computed on the used predictions. Dense
     logits ``(N, C, d1, ...)`` get a pseudo-label and a mask entry per element. A prediction with a
     non-finite logit (in the source of the pseudo-label or in the prediction trained on it, or among
-    the mined rows) is never used, and non-finite sources never enter the statistics.
+    the mined rows) is never used, and non-finite sources never enter the statistics. Unlabeled and
+    pseudo-labeled samples whose inputs held a NaN or an infinity (zeroed by :meth:`prepare_batch`
+    before the forward pass, and False in the target's ``unlabeled_valid``) are left out
+    altogether: never used, never in the statistics, and not counted in the average of the pseudo
+    term, which is over the remaining predictions.
 
     ``alpha`` is read from ``engine.state.alpha`` (set by :class:`~ignite_pseudolabel.AlphaRamp`) at
     every call, unless a constant is given. While alpha is 0, :meth:`prepare_batch` leaves the second
@@ -261,17 +309,22 @@ class PseudoLabelLoss(torch.nn.Module):
     After :meth:`attach`, every iteration publishes detached scalar tensors on ``engine.state`` (no
     host synchronisation; loggers convert them when they log): ``supervised_loss``, ``pseudo_loss``,
     ``pseudo_mask_rate`` (the fraction of unlabeled predictions used; for mined pseudo-labels the
-    fraction with finite predictions, normally 1; 0 when the batch had none) and ``pseudo_accuracy``
-    (accuracy of the used online pseudo-labels against ``held_back_targets``, when given; else None);
-    with ``fairness``, also ``fairness_loss`` (the unweighted ``L_f``; 0 for mined pseudo-labels or
-    without unlabeled rows).
+    fraction with finite inputs and predictions, normally 1; 0 when the batch had none),
+    ``pseudo_accuracy`` (accuracy of the used online pseudo-labels against ``held_back_targets``,
+    when given, or per element against the target's ``unlabeled_targets``; else None) and
+    ``pseudo_non_finite_inputs`` (the number of unlabeled or pseudo-labeled samples of the batch
+    left out because their inputs were not finite, summed over processes; normally 0); with
+    ``fairness``, also ``fairness_loss`` (the unweighted ``L_f``; 0 for mined pseudo-labels or
+    without unlabeled rows). At the end of the first epoch in which
+    ``pseudo_non_finite_inputs`` was not 0, a ``RuntimeWarning`` says how many samples were left
+    out (once per loss; checking costs one host synchronisation per epoch until then).
 
     The loss is an ``nn.Module``: the statistics of its threshold policy, alignment and fairness term
     are buffers in its ``state_dict``; include the loss in your checkpoint to resume them.
 
     Args:
-        threshold: online pseudo-labels only: a minimum softmax confidence in (0, 1] (``None``: use
-            all, as Lee 2013 does), or a :class:`~ignite_pseudolabel.ThresholdPolicy`.
+        threshold: online pseudo-labels only: a minimum softmax confidence in [0, 1] (``None`` or 0:
+            use all, as Lee 2013 does), or a :class:`~ignite_pseudolabel.ThresholdPolicy`.
         alpha: a constant weight instead of reading ``engine.state.<alpha_name>``. A number >= 0.
         supervised_loss: loss of the labeled rows, called as ``fn(logits, labels)`` (default
             cross-entropy; pass e.g. ``nn.CrossEntropyLoss(ignore_index=255)`` for segmentation).
@@ -282,6 +335,9 @@ class PseudoLabelLoss(torch.nn.Module):
             term with its ``weight`` (``None``: none, the default).
         teacher: a model producing the pseudo-labels (called without gradients, in its current mode;
             an ``EMAHandler``'s ``ema_model`` is in eval mode).
+        views: makes the weak and strong views of raw unlabeled batches on the trainer's device (e.g.
+            :class:`~ignite_pseudolabel.batch_views.BatchViews`), in :meth:`prepare_batch`; ``None``:
+            the batches are used as they come.
         held_back_targets: the true labels of the unlabeled dataset, indexed by ``Views.sample_index``, for
             monitoring only (benchmarks).
         alpha_name: the ``engine.state`` attribute holding alpha (default ``"alpha"``).
@@ -314,12 +370,14 @@ class PseudoLabelLoss(torch.nn.Module):
 
     .. versionchanged:: 0.3.0
         ``fairness`` (FreeMatch's self-adaptive fairness) and the ``fairness_loss`` component;
-        :attr:`state_attributes`.
+        :attr:`state_attributes`; samples with non-finite inputs are left out and counted
+        (``pseudo_non_finite_inputs``); ``threshold=0`` is accepted; ``views`` (batched weak and
+        strong views made in :meth:`prepare_batch`).
     """
 
     #: The components that :meth:`attach` publishes on ``engine.state`` after every iteration.
     component_names: ClassVar[tuple[str, ...]] = ("supervised_loss", "pseudo_loss", "pseudo_mask_rate",
-                                                  "pseudo_accuracy")
+                                                  "pseudo_accuracy", "pseudo_non_finite_inputs")
     #: The component published too when the loss has a :class:`SelfAdaptiveFairness` term.
     fairness_component: ClassVar[str] = "fairness_loss"
 
@@ -333,6 +391,7 @@ class PseudoLabelLoss(torch.nn.Module):
         alignment: DistributionAlignment | None = None,
         fairness: SelfAdaptiveFairness | None = None,
         teacher: torch.nn.Module | None = None,
+        views: Callable[[Any], Any] | None = None,
         held_back_targets: torch.Tensor | None = None,
         alpha_name: str = "alpha",
         skip_unlabeled_when_alpha_is_zero: bool = True,
@@ -359,6 +418,10 @@ class PseudoLabelLoss(torch.nn.Module):
             raise TypeError(f"Argument teacher should be a model (callable), but given {type(teacher).__name__}")
         # Kept out of the registered submodules: the teacher is saved by whoever owns it (e.g. EMAHandler).
         self.__dict__["teacher"] = teacher
+        if views is not None and not (callable(views) and callable(getattr(views, "weak", None))):
+            raise TypeError(f"Argument views should be a callable with a weak method (e.g. BatchViews), but given "
+                            f"{type(views).__name__}")
+        self.views = views
         if held_back_targets is not None:
             held_back_targets = torch.as_tensor(held_back_targets)
             if held_back_targets.ndim != 1 or held_back_targets.dtype.is_floating_point:
@@ -370,6 +433,8 @@ class PseudoLabelLoss(torch.nn.Module):
         self._engine: Engine | None = None
         #: Detached scalar tensors of the last call (see the class description).
         self.components: dict[str, Any] = {}
+        self._left_out_in_epoch: torch.Tensor | None = None  # samples with non-finite inputs, on the device
+        self._warned_non_finite_inputs = False
 
     @property
     def threshold(self) -> float | None:
@@ -383,8 +448,9 @@ class PseudoLabelLoss(torch.nn.Module):
         ``engine.state.<alpha_name>``; it does not publish it.)
 
         Examples:
-            >>> PseudoLabelLoss(fairness=SelfAdaptiveFairness(3)).state_attributes
-            ('supervised_loss', 'pseudo_loss', 'pseudo_mask_rate', 'pseudo_accuracy', 'fairness_loss')
+            >>> PseudoLabelLoss(fairness=SelfAdaptiveFairness(3)).state_attributes  # doctest: +NORMALIZE_WHITESPACE
+            ('supervised_loss', 'pseudo_loss', 'pseudo_mask_rate', 'pseudo_accuracy', 'pseudo_non_finite_inputs',
+             'fairness_loss')
         """
         return self.component_names + ((self.fairness_component,) if self.fairness is not None else ())
 
@@ -402,10 +468,29 @@ class PseudoLabelLoss(torch.nn.Module):
         claim_state_attributes(engine, self.state_attributes, "PseudoLabelLoss")
         self._engine = engine
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._publish)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._warn_non_finite_inputs)
 
     def _publish(self, engine: Engine) -> None:
         for name in self.state_attributes:
             setattr(engine.state, name, self.components.get(name))
+        left_out = self.components.get("pseudo_non_finite_inputs")
+        if left_out is not None and not self._warned_non_finite_inputs:  # a sum on the device: no host sync
+            previous = self._left_out_in_epoch
+            self._left_out_in_epoch = left_out if previous is None else previous + left_out
+
+    def _warn_non_finite_inputs(self, engine: Engine) -> None:
+        """Warns once, at the end of the first epoch with unlabeled samples whose inputs were not finite
+        (one host synchronisation per epoch until then)."""
+        total, self._left_out_in_epoch = self._left_out_in_epoch, None
+        if total is None or self._warned_non_finite_inputs:
+            return
+        count = int(total)
+        if count > 0:
+            self._warned_non_finite_inputs = True
+            warnings.warn(f"PseudoLabelLoss: {count} unlabeled or pseudo-labeled samples in epoch {engine.state.epoch} "
+                          "had non-finite inputs (NaN or infinity); they were replaced by zeros and left out of the "
+                          "pseudo term (engine.state.pseudo_non_finite_inputs counts them per iteration). This "
+                          "warning is shown once.", RuntimeWarning, stacklevel=2)
 
     def current_alpha(self) -> float:
         """The weight of the pseudo term now: the constant ``alpha`` or ``engine.state.<alpha_name>``.
@@ -447,7 +532,7 @@ class PseudoLabelLoss(torch.nn.Module):
         use_second = not (self.skip_unlabeled_when_alpha_is_zero and self.current_alpha() == 0.0)
         teacher: Any = self.teacher
         return prepare_semi_supervised_batch(batch, device=device, non_blocking=non_blocking, use_second=use_second,
-                                             teacher=teacher)
+                                             teacher=teacher, views=self.views)
 
     def forward(self, y_pred: torch.Tensor, target: SemiSupervisedTarget) -> torch.Tensor:
         if not isinstance(target, SemiSupervisedTarget):
@@ -466,12 +551,17 @@ class PseudoLabelLoss(torch.nn.Module):
         supervised = self.supervised_loss(y_pred[:n_labeled], target.labels)
         accuracy: tuple[torch.Tensor, torch.Tensor] | None = None
         fairness = None if self.fairness is None else torch.zeros((), device=y_pred.device)
+        left_out = self._count_left_out(target.unlabeled_valid if n_other else None, y_pred.device)
         if n_other == 0:
             pseudo = mask_rate = torch.zeros((), device=y_pred.device)
         elif target.pseudo_labels is not None:
-            # Mined rows whose predictions are not finite are left out rather than turning the loss NaN.
+            # Mined rows whose predictions are not finite are left out rather than turning the loss NaN;
+            # rows whose inputs were not finite (zeroed by prepare_batch) are left out of the average too.
+            usable = _broadcast_valid(target.unlabeled_valid, (n_other, *other.shape[2:]))
             mask = torch.isfinite(other.detach()).all(dim=1)
-            pseudo, mask_rate = masked_cross_entropy(other, target.pseudo_labels, mask), mask.float().mean()
+            mask = mask if usable is None else mask & usable
+            pseudo = masked_cross_entropy(other, target.pseudo_labels, mask, valid=usable)
+            mask_rate = mask.float().mean()
         else:
             if target.teacher_logits is not None:
                 source, student = target.teacher_logits, other
@@ -482,10 +572,11 @@ class PseudoLabelLoss(torch.nn.Module):
             if source.shape != student.shape:
                 raise ValueError(f"The pseudo-label source predictions have shape {tuple(source.shape)}, but the "
                                  f"student's have {tuple(student.shape)}")
-            pseudo, mask, labels, fairness = self._online_term(source.detach(), student, target.sample_index)
+            pseudo, mask, labels, fairness = self._online_term(source.detach(), student, target.sample_index,
+                                                               target.unlabeled_valid)
             mask_rate = mask.float().mean()
-            accuracy = self._accuracy(labels, mask, target.sample_index)
-        self.components = self._components(supervised, pseudo, mask_rate, accuracy, fairness)
+            accuracy = self._accuracy(labels, mask, target.sample_index, target.unlabeled_targets, other.shape[1])
+        self.components = self._components(supervised, pseudo, mask_rate, accuracy, fairness, left_out)
         alpha = self.current_alpha()
         if alpha == 0.0 or n_other == 0:
             return supervised
@@ -493,10 +584,27 @@ class PseudoLabelLoss(torch.nn.Module):
             pseudo = pseudo + self.fairness.weight * fairness
         return supervised + alpha * pseudo
 
+    @staticmethod
+    def _count_left_out(valid: torch.Tensor | None, device: torch.device) -> torch.Tensor:
+        """The number of samples none of whose entries of ``unlabeled_valid`` is True (a tensor: no host
+        sync). A sample with some invalid elements only (e.g. the padding of a crop) is not left out."""
+        if valid is None:
+            return torch.zeros((), device=device)
+        per_sample = valid.flatten(1).any(dim=1) if valid.ndim > 1 else valid
+        return (~per_sample).sum()
+
     def _online_term(
-        self, source: torch.Tensor, student: torch.Tensor, index: torch.Tensor | None
+        self,
+        source: torch.Tensor,
+        student: torch.Tensor,
+        index: torch.Tensor | None,
+        unlabeled_valid: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """The pseudo term of online pseudo-labels, the mask used, the hard labels and the fairness term."""
+        """The pseudo term of online pseudo-labels, the mask used, the hard labels and the fairness term.
+
+        Predictions outside ``unlabeled_valid`` (samples with non-finite inputs) are treated as
+        predictions with non-finite logits (never used, out of every statistic) and, in addition, do
+        not count in the average of the pseudo term."""
         num_classes = source.shape[1]
         modules = (("threshold policy", self.policy), ("alignment", self.alignment), ("fairness", self.fairness))
         for name, module in modules:
@@ -504,8 +612,12 @@ class PseudoLabelLoss(torch.nn.Module):
             if expected is not None and expected != num_classes:
                 raise ValueError(f"The model outputs {num_classes} classes, but the {name} "
                                  f"{type(module).__name__} was built for num_classes={expected}")
+        shape = (source.shape[0], *source.shape[2:])
+        usable = _broadcast_valid(unlabeled_valid, shape)
         # Work on (M, C) rows: one per sample, or one per element of dense predictions.
         probs, valid = finite_softmax(source.movedim(1, -1).reshape(-1, num_classes))
+        if usable is not None:
+            valid = valid & usable.reshape(-1)
         if self.alignment is not None:
             self._follow(self.alignment, probs)
             probs = self.alignment(probs, valid)
@@ -517,8 +629,7 @@ class PseudoLabelLoss(torch.nn.Module):
             row_index = index if index is not None and index.shape[0] == probs.shape[0] else None
             if self.policy.needs_index and row_index is None and index is not None:
                 raise ValueError(f"{type(self.policy).__name__} works on (N, C) predictions only, one per sample")
-            mask = self.policy(probs, valid, row_index)
-        shape = (source.shape[0], *source.shape[2:])
+            mask = self.policy(probs, valid, row_index) & valid
         # A student prediction that is not finite is not trained on either (its loss would be NaN).
         labels, mask = labels.view(shape), mask.view(shape) & torch.isfinite(student.detach()).all(dim=1)
         fairness = None
@@ -527,9 +638,9 @@ class PseudoLabelLoss(torch.nn.Module):
             student_rows = student.movedim(1, -1).reshape(-1, num_classes)
             fairness = self.fairness(probs, valid, student_rows, mask.reshape(-1))
         if self.temperature is None:
-            return masked_cross_entropy(student, labels, mask), mask, labels, fairness
+            return masked_cross_entropy(student, labels, mask, valid=usable), mask, labels, fairness
         soft = sharpen(probs, self.temperature).view(*shape, num_classes).movedim(-1, 1)
-        return masked_soft_cross_entropy(student, soft, mask), mask, labels, fairness
+        return masked_soft_cross_entropy(student, soft, mask, valid=usable), mask, labels, fairness
 
     @staticmethod
     def _follow(module: torch.nn.Module, t: torch.Tensor) -> None:
@@ -539,9 +650,15 @@ class PseudoLabelLoss(torch.nn.Module):
             module.to(t.device)
 
     def _accuracy(
-        self, labels: torch.Tensor, mask: torch.Tensor, index: torch.Tensor | None
+        self, labels: torch.Tensor, mask: torch.Tensor, index: torch.Tensor | None,
+        truth: torch.Tensor | None = None, num_classes: int = 0,
     ) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """(correct, used) counts of the used pseudo-labels against the held-back targets."""
+        """(correct, used) counts of the used pseudo-labels against the held-back targets: the batch's
+        aligned ``truth`` (per element; elements whose truth is not a class, e.g. 255, not counted) or
+        ``held_back_targets[index]``."""
+        if truth is not None:
+            used = mask & (truth >= 0) & (truth < num_classes)
+            return ((labels == truth) & used).sum().float(), used.sum().float()
         if self.held_back_targets is None or index is None or labels.ndim != 1:
             return None
         if self.held_back_targets.device != labels.device:
@@ -556,12 +673,15 @@ class PseudoLabelLoss(torch.nn.Module):
         mask_rate: torch.Tensor,
         accuracy: tuple[torch.Tensor, torch.Tensor] | None,
         fairness: torch.Tensor | None = None,
+        left_out: torch.Tensor | None = None,
     ) -> dict[str, Any]:
-        """Detached scalars for logging; averaged over processes under ``ignite.distributed`` (no host sync)."""
+        """Detached scalars for logging; averaged (counts: summed) over processes under
+        ``ignite.distributed`` (no host sync)."""
         values = [supervised.detach().float(), pseudo.detach().float(), mask_rate.detach().float()]
         if fairness is not None:
             values.append(fairness.detach().float())
         averaged = len(values)
+        values.append(left_out.float() if left_out is not None else torch.zeros_like(values[0]))
         if accuracy is not None:
             values += list(accuracy)
         stats = torch.stack(values)
@@ -573,7 +693,8 @@ class PseudoLabelLoss(torch.nn.Module):
             "supervised_loss": stats[0],
             "pseudo_loss": stats[1],
             "pseudo_mask_rate": stats[2],
-            "pseudo_accuracy": stats[averaged] / stats[averaged + 1].clamp(min=1) if accuracy is not None else None,
+            "pseudo_accuracy": stats[averaged + 1] / stats[averaged + 2].clamp(min=1) if accuracy is not None else None,
+            "pseudo_non_finite_inputs": stats[averaged],
         }
         if fairness is not None:
             components[PseudoLabelLoss.fairness_component] = stats[3]

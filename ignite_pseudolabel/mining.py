@@ -27,7 +27,9 @@ from ._validation import (
     optional_int,
     optional_threshold,
 )
+from .batch import zero_non_finite_rows
 from .datasets import PseudoLabeledDataset
+from .label_maps import encode_label_maps
 
 __all__ = ["PseudoLabelMiner", "select_pseudo_labels"]
 
@@ -67,13 +69,15 @@ def select_pseudo_labels(
     * ``k_best``: among the ``k_best`` most confident accepted predictions overall (scikit-learn's
       ``criterion="k_best"``).
 
-    Non-positive or NaN confidences (non-finite logits) are never accepted. Ties go to the lower
-    position, so the result depends neither on batch sizes nor on the order of computation.
+    Non-positive or NaN confidences (non-finite logits) are never accepted, not even with
+    ``threshold=0``, which accepts every other prediction. Ties go to the lower position, so the
+    result depends neither on batch sizes nor on the order of computation.
 
     Args:
         confidences: ``(N,)`` max softmax probability of every prediction.
         labels: ``(N,)`` predicted class of every prediction.
-        threshold: minimum confidence, in (0, 1], or ``None``.
+        threshold: minimum confidence, in [0, 1] (0: accept every prediction with a positive
+            confidence), or ``None``.
         max_per_class: cap on accepted predictions per class, >= 1.
         k_best: cap on accepted predictions overall, >= 1.
         class_fraction: fraction of each class's predictions to accept, in (0, 1].
@@ -94,8 +98,13 @@ def select_pseudo_labels(
         [2, 3]
         >>> select_pseudo_labels(conf, labels, class_fraction=0.5).tolist()
         [0, 2, 3]
+        >>> select_pseudo_labels(torch.tensor([0.6, 0.0]), torch.tensor([1, 0]), 0.0).tolist()  # 0.0: non-finite
+        [0]
+
+    .. versionchanged:: 0.3.0
+        ``threshold=0`` is accepted.
     """
-    threshold = optional_threshold("threshold", threshold)
+    threshold = optional_threshold("threshold", threshold, allow_zero=True)
     max_per_class = optional_int("max_per_class", max_per_class, minimum=1)
     k_best = optional_int("k_best", k_best, minimum=1)
     class_fraction = optional_float("class_fraction", class_fraction, low=0.0, high=1.0, low_inclusive=False)
@@ -122,6 +131,12 @@ def select_pseudo_labels(
     return torch.sort(positions).values
 
 
+def _on_host(sample: Any) -> bool:
+    """False when a sample (a tensor, or a tuple/list whose first element is one) lives on a device."""
+    first = sample[0] if isinstance(sample, (tuple, list)) and sample else sample
+    return not isinstance(first, torch.Tensor) or first.device.type == "cpu"
+
+
 class PseudoLabelMiner(Serializable):
     """Mines pseudo-labels: predicts an unlabeled dataset and keeps the confident predictions.
 
@@ -136,7 +151,21 @@ class PseudoLabelMiner(Serializable):
     batch it only appends the labels and confidences to lists on the device (no host
     synchronisation; the positions follow from the sequential loader's order); they are
     concatenated once at the end. Predictions with a non-finite logit are
-    never accepted.
+    never accepted, nor are samples whose inputs hold a NaN or an infinity: these are replaced by
+    zeros before the forward pass (:func:`~ignite_pseudolabel.batch.zero_non_finite_rows`), so that
+    they cannot spread to the rest of their batch, and get confidence 0.
+
+    **Dense predictions** (a segmentation model's ``(N, C, d1, ...)`` logits) give per-pixel
+    pseudo-labels: ``threshold`` applies to every pixel, and each sample's label map is stored in the
+    compact encoding of :func:`~ignite_pseudolabel.label_maps.encode_label_maps` (``uint8``, the
+    unconfident pixels set to ``ignore_index``; 48 x 48 maps of 5,000 images take 11 MB). A sample is
+    accepted when at least one of its pixels is; its confidence is the mean confidence of its
+    pixels (``k_best`` keeps the most confident samples; ``max_per_class`` and ``class_fraction`` do
+    not apply). :attr:`labels` then holds the maps, :attr:`dataset` yields ``(input, label_map)``
+    pairs (decode them with :class:`~ignite_pseudolabel.dense.DensePrepareBatch`),
+    :attr:`class_counts` counts pixels and :attr:`accuracy` is per pixel against ``true_labels``
+    maps. ``train_dataset`` must then keep the pixels where they are (photometric transforms only):
+    the maps are not moved with the images.
 
     Under ``ignite.distributed`` every rank predicts its shard of ``dataset``; at the end of the round
     the (position, label, confidence) triples of all ranks are gathered, the repeats that
@@ -158,9 +187,10 @@ class PseudoLabelMiner(Serializable):
         model: the model that predicts: the one being trained, a frozen pretrained model, or an EMA
             copy (``EMAHandler(model).ema_model``). Its train/eval mode is restored afterwards.
         dataset: the unlabeled dataset to predict, returning inputs only (wrap a labeled dataset in
-            :class:`UnlabeledDataset`). Use deterministic (evaluation) transforms here.
-        threshold: minimum confidence, in (0, 1] (the seed tutorial used 0.99), or ``None`` when
-            another criterion selects.
+            :class:`UnlabeledDataset`), e.g. a tensor or ``TensorDataset(x)`` (whose one-element
+            items hold the inputs). Use deterministic (evaluation) transforms here.
+        threshold: minimum confidence, in [0, 1] (the seed tutorial used 0.99; 0 accepts every
+            prediction with finite inputs and logits), or ``None`` when another criterion selects.
         num_classes: expected number of classes; checked against the model's outputs (default: taken
             from them).
         max_per_class: keep at most this many pseudo-labels per class (per round), the most confident.
@@ -179,7 +209,10 @@ class PseudoLabelMiner(Serializable):
             that the host does not wait for each copy.
         amp_dtype: run inference under ``torch.autocast`` with this dtype (e.g. ``torch.bfloat16``).
         true_labels: the held-back true label of every sample of ``dataset`` (benchmarks have them):
-            enables :attr:`accuracy`. Never used for selection.
+            enables :attr:`accuracy`. Never used for selection. ``(N, d1, ...)`` label maps for dense
+            predictions (pixels whose value is not a class are not counted).
+        ignore_index: the value of unconfident pixels in the label maps of dense predictions; not a
+            class.
 
     Attributes:
         dataset: the :class:`PseudoLabeledDataset` with the accepted samples.
@@ -187,7 +220,8 @@ class PseudoLabelMiner(Serializable):
         indices, labels, confidences: positions (into ``dataset``), pseudo-labels and confidences of
             the accepted samples (CPU tensors).
         all_confidences: max softmax probability of every sample of the last round (0 for
-            non-finite predictions), e.g. for a histogram.
+            non-finite inputs or predictions), e.g. for a histogram.
+        num_non_finite: samples of the last round with non-finite inputs or logits (never accepted).
         class_counts: accepted samples per class.
         accuracy: fraction of correct pseudo-labels (``None`` without ``true_labels`` or when nothing
             was accepted).
@@ -212,6 +246,10 @@ class PseudoLabelMiner(Serializable):
     .. versionchanged:: 0.2.0
         ``k_best``, ``class_fraction``, ``grow``, ``max_rounds``, ``accepted_round``; sharded under
         ``ignite.distributed``.
+    .. versionchanged:: 0.3.0
+        ``threshold=0``; ``TensorDataset(x)`` datasets; dense predictions (label maps,
+        ``ignore_index``); samples with non-finite inputs are zeroed before the forward pass and
+        never accepted.
     """
 
     _state_dict_all_req_keys = ("indices", "labels", "confidences", "rounds", "accepted_round", "dataset_size")
@@ -239,13 +277,14 @@ class PseudoLabelMiner(Serializable):
         non_blocking: bool = True,
         amp_dtype: torch.dtype | None = None,
         true_labels: torch.Tensor | None = None,
+        ignore_index: int = 255,
     ) -> None:
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"Argument model should be a torch.nn.Module, but given {type(model).__name__}")
         check_map_style("dataset", dataset)
         if len(dataset) == 0:  # type: ignore[arg-type]
             raise ValueError("Argument dataset should hold at least one sample, but given an empty dataset")
-        self.threshold = optional_threshold("threshold", threshold)
+        self.threshold = optional_threshold("threshold", threshold, allow_zero=True)
         self.num_classes = optional_int("num_classes", num_classes, minimum=2)
         self.max_per_class = optional_int("max_per_class", max_per_class, minimum=1)
         self.k_best = optional_int("k_best", k_best, minimum=1)
@@ -266,15 +305,17 @@ class PseudoLabelMiner(Serializable):
                              f"given {len(view_of)} samples")  # type: ignore[arg-type]
         if true_labels is not None:
             true_labels = torch.as_tensor(true_labels)
-            if true_labels.shape != (len(dataset),):  # type: ignore[arg-type]
+            if true_labels.shape[:1] != (len(dataset),):  # type: ignore[arg-type]
                 raise ValueError(f"Argument true_labels should have shape ({len(dataset)},), one label per sample "
-                                 f"of dataset, but given {tuple(true_labels.shape)}")
+                                 f"of dataset (or ({len(dataset)}, d1, ...) label maps), but given "
+                                 f"{tuple(true_labels.shape)}")
         self.model = model
         self.source: Any = dataset
         self.device = torch.device(device) if device is not None else None
         self.non_blocking = non_blocking
         self.amp_dtype = amp_dtype
         self.true_labels = true_labels
+        self.ignore_index = check_int("ignore_index", ignore_index, minimum=0)
         self.dataset = PseudoLabeledDataset(view_of)
         self.engine = Engine(self._predict_batch)
         self.engine.add_event_handler(Events.STARTED, self._reset_buffers)
@@ -295,7 +336,9 @@ class PseudoLabelMiner(Serializable):
     # ----------------------------------------------------------------------------------------- results
     @property
     def class_counts(self) -> torch.Tensor:
-        """Accepted pseudo-labels per class (``int64``, one entry per class)."""
+        """Accepted pseudo-labels per class (``int64``, one entry per class; pixels, for label maps)."""
+        if self.labels.ndim > 1:
+            return torch.bincount(self.labels[self.labels != self.ignore_index].long(), minlength=self.num_classes or 0)
         return torch.bincount(self.labels, minlength=self.num_classes or 0)
 
     @property
@@ -303,7 +346,11 @@ class PseudoLabelMiner(Serializable):
         """Fraction of accepted pseudo-labels equal to the held-back true labels, when those were given."""
         if self.true_labels is None or self.indices.numel() == 0:
             return None
-        return float((self.labels == self.true_labels[self.indices]).float().mean())
+        truth = self.true_labels[self.indices]
+        if self.labels.ndim > 1:  # label maps: over the labelled pixels whose true label is a class
+            used = (self.labels != self.ignore_index) & (truth >= 0) & (truth < (self.num_classes or 0))
+            return float(((self.labels.long() == truth) & used).sum() / used.sum().clamp(min=1))
+        return float((self.labels == truth).float().mean())
 
     # ------------------------------------------------------------------------------------------ running
     def attach(
@@ -363,8 +410,10 @@ class PseudoLabelMiner(Serializable):
             self._order = torch.tensor(list(sampler), dtype=torch.int64)
         else:
             self._order = torch.arange(len(self.source), dtype=torch.int64)
+        # Pinned host memory makes the copies asynchronous; samples already on a device cannot be pinned.
+        pin = device.type == "cuda" and len(self.source) > 0 and _on_host(self.source[0])
         return DataLoader(self.source, batch_size=self.batch_size, shuffle=False, sampler=sampler,
-                          num_workers=self.num_workers, pin_memory=device.type == "cuda")
+                          num_workers=self.num_workers, pin_memory=pin)
 
     def _device(self) -> torch.device:
         if self.device is not None:
@@ -380,19 +429,31 @@ class PseudoLabelMiner(Serializable):
         x = check_inputs_only("PseudoLabelMiner", batch, "its batches are")
         device = self._device()
         x = convert_tensor(x, device=device, non_blocking=self.non_blocking)
+        finite = None
+        if isinstance(x, torch.Tensor):
+            x, finite = zero_non_finite_rows(x)  # a corrupt sample must not spread to its batch
         autocast = torch.autocast(device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
         with torch.no_grad(), autocast:
             logits = self.model(x)
-        if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
+        if not isinstance(logits, torch.Tensor) or logits.ndim < 2:
             shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-            raise ValueError(f"PseudoLabelMiner expects the model to output (N, C) logits, but given {shape}")
+            raise ValueError(f"PseudoLabelMiner expects the model to output (N, C) or (N, C, d1, ...) logits, but "
+                             f"given {shape}")
+        if logits.ndim > 2 and (self.max_per_class is not None or self.class_fraction is not None):
+            raise ValueError("PseudoLabelMiner: max_per_class and class_fraction select whole samples by class; "
+                             "they do not apply to dense (per-pixel) predictions")
         if self.num_classes is not None and logits.shape[1] != self.num_classes:
             raise ValueError(f"The model outputs {logits.shape[1]} classes, but num_classes={self.num_classes}")
         size = x.shape[0] if isinstance(x, torch.Tensor) else logits.shape[0]
         if logits.shape[0] != size:
             raise ValueError(f"The model returned {logits.shape[0]} rows for a batch of {size} samples")
         self._seen += size
-        confidence, label, _ = confident_labels(logits)  # confidence 0: a non-finite prediction
+        if logits.ndim > 2:  # per-pixel label maps, unconfident pixels ignore_index; confidence per image
+            label, confidence = encode_label_maps(logits, self.threshold, self.ignore_index)
+        else:
+            confidence, label, _ = confident_labels(logits)  # confidence 0: a non-finite prediction
+        if finite is not None:
+            confidence = torch.where(finite, confidence, 0.0)  # ... or non-finite inputs: never accepted
         self._buffers[0].append(label)
         self._buffers[1].append(confidence)
         if self.num_classes is None:
@@ -408,9 +469,9 @@ class PseudoLabelMiner(Serializable):
         if idist.get_world_size() > 1:
             # Shards may differ in size: gather with explicit shapes (plain all_gather needs equal ones).
             sizes: Any = idist.all_gather(torch.tensor([positions.numel()], device=device))
-            shapes = [[int(n)] for n in sizes.tolist()]
+            counts = [int(n) for n in sizes.tolist()]
             positions, labels, confidences = (
-                torch.cat(idist.all_gather_tensors_with_shapes(t.contiguous(), shapes))
+                torch.cat(idist.all_gather_tensors_with_shapes(t.contiguous(), [[n, *t.shape[1:]] for n in counts]))
                 for t in (positions, labels.to(device), confidences.to(device))
             )
         positions, labels, confidences = positions.cpu(), labels.cpu(), confidences.cpu()
@@ -425,8 +486,14 @@ class PseudoLabelMiner(Serializable):
         positions, labels, confidences = self._gather()
         self.num_non_finite = int((confidences == 0).sum())
         candidates = self.accepted_round[positions] < 0 if self.grow else None
-        keep = select_pseudo_labels(confidences, labels, self.threshold, max_per_class=self.max_per_class,
-                                    k_best=self.k_best, class_fraction=self.class_fraction, candidates=candidates)
+        if labels.ndim > 1:  # label maps (thresholded per pixel): images with a labelled pixel, ranked for k_best
+            labelled = (labels != self.ignore_index).flatten(1).any(1)
+            keep = select_pseudo_labels(confidences, torch.zeros_like(positions), k_best=self.k_best,
+                                        candidates=labelled if candidates is None else labelled & candidates)
+        else:
+            keep = select_pseudo_labels(confidences, labels, self.threshold, max_per_class=self.max_per_class,
+                                        k_best=self.k_best, class_fraction=self.class_fraction,
+                                        candidates=candidates)
         self.rounds += 1
         new = positions[keep]
         if self.grow:
@@ -440,8 +507,8 @@ class PseudoLabelMiner(Serializable):
         self.accepted_round[new] = self.rounds
         self.all_confidences = confidences
         if self.num_non_finite:
-            warnings.warn(f"PseudoLabelMiner: {self.num_non_finite} of {positions.numel()} predictions had "
-                          "non-finite logits and were not accepted", RuntimeWarning, stacklevel=2)
+            warnings.warn(f"PseudoLabelMiner: {self.num_non_finite} of {positions.numel()} samples had "
+                          "non-finite inputs or logits and were not accepted", RuntimeWarning, stacklevel=2)
         if new.numel() == 0 and not self._warned_empty:
             self._warned_empty = True
             what = "no new sample" if self.grow else "no sample"

@@ -226,7 +226,8 @@ def attach_tensorboard(
       that the ramp and the loss publish (those that exist when this is called: attach the loss
       and the ramp first): alpha as ``train/<param_name>`` (``train/alpha`` by default; the name
       comes from ``ramp``, else from ``loss.alpha_name``), ``train/supervised_loss``,
-      ``train/pseudo_loss``, ``train/pseudo_mask_rate``, ``train/fairness_loss`` when the loss has
+      ``train/pseudo_loss``, ``train/pseudo_mask_rate``, ``train/pseudo_non_finite_inputs`` (unlabeled
+      samples left out because their inputs were not finite), ``train/fairness_loss`` when the loss has
       a fairness term, and ``train/pseudo_accuracy`` when ``loss`` has held-back targets;
     * with ``optimizer``, its learning rate as ``lr/group_0``, ...;
     * with ``loss``, the class-wise thresholds of its threshold policy as ``thresholds/{c}``

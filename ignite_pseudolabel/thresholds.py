@@ -53,7 +53,9 @@ class ThresholdPolicy(nn.Module):
 
 
 class FixedThreshold(ThresholdPolicy):
-    """Use a pseudo-label when its confidence is >= ``threshold`` (FixMatch: 0.95).
+    """Use a pseudo-label when its confidence is >= ``threshold`` (FixMatch: 0.95), in [0, 1].
+
+    ``threshold=0`` uses every prediction with finite logits (as no threshold does).
 
     Examples:
         >>> policy = FixedThreshold(0.9, num_classes=2)
@@ -61,11 +63,13 @@ class FixedThreshold(ThresholdPolicy):
         [True, False]
 
     .. versionadded:: 0.2.0
+    .. versionchanged:: 0.3.0
+        ``threshold=0`` is accepted.
     """
 
     def __init__(self, threshold: float = 0.95, num_classes: int | None = None) -> None:
         super().__init__()
-        self.threshold = check_threshold("threshold", threshold)
+        self.threshold = check_threshold("threshold", threshold, allow_zero=True)
         self.num_classes = None if num_classes is None else check_int("num_classes", num_classes, minimum=2)
 
     def forward(self, probs: torch.Tensor, valid: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:

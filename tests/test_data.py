@@ -2,7 +2,7 @@ import functools
 
 import pytest
 import torch
-from ignite.engine import Engine
+from ignite.engine import Engine, Events
 from torch.utils.data import DataLoader, TensorDataset
 from torch.utils.data.distributed import DistributedSampler
 
@@ -174,3 +174,32 @@ def test_a_complete_labeled_pass_is_not_replayed_on_resume():
     resumed.load_state_dict(state)
     first = next(iter(resumed))
     assert first.labeled[0].tolist() == [0.0, 1.0] and reads == [0, 1]  # a new pass, nothing replayed
+
+
+@pytest.mark.parametrize("mode", ["online", "views", "mined"])
+def test_a_tensor_dataset_of_unlabeled_inputs_works_everywhere(mode):
+    from ignite.engine import create_supervised_trainer
+
+    from ignite_pseudolabel import PseudoLabelLoss, PseudoLabelMiner, WeakStrongViews
+
+    torch.manual_seed(0)
+    x_unlabeled = TensorDataset(torch.randn(12, 1))  # the usual way to hold unlabeled tensors
+    model = torch.nn.Linear(1, 2)
+    loss = PseudoLabelLoss(alpha=1.0)
+    trainer = create_supervised_trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), loss,
+                                        prepare_batch=loss.prepare_batch)
+    loss.attach(trainer)
+    if mode == "mined":
+        miner = PseudoLabelMiner(model, x_unlabeled, threshold=0.0, batch_size=5)
+        miner.attach(trainer)
+        loader = SemiSupervisedLoader(labeled_loader(), pseudo=miner.dataset)
+    else:
+        data = x_unlabeled if mode == "online" else WeakStrongViews(x_unlabeled, lambda t: t, lambda t: -t)
+        loader = SemiSupervisedLoader(labeled_loader(), unlabeled=DataLoader(data, batch_size=4))
+    rows = []
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: rows.append(e.state.batch))
+    trainer.run(loader, max_epochs=1)
+    assert trainer.state.pseudo_mask_rate.item() == 1.0  # every unlabeled or mined prediction was used
+    assert all(b.unlabeled is not None or b.pseudo is not None for b in rows)
+    if mode == "mined":
+        assert trainer.state.num_pseudo_labels == 12

@@ -72,3 +72,18 @@ def test_pseudo_view_rejects_labeled_base_dataset():
     view = PseudoLabeledDataset(TensorDataset(torch.zeros(3), torch.zeros(3)), [0], [1])
     with pytest.raises(TypeError, match="wrap a labeled dataset in UnlabeledDataset"):
         view[0]
+
+
+def test_pseudo_view_and_weak_strong_views_unwrap_one_element_items():
+    from ignite_pseudolabel import WeakStrongViews
+
+    x = torch.arange(8.0).view(4, 2)
+    view = PseudoLabeledDataset(TensorDataset(x), [3, 1], [0, 2])
+    item, label = view[0]
+    assert torch.equal(item, x[3]) and label == 0
+    views = WeakStrongViews(TensorDataset(x), lambda t: t + 1, lambda t: t * 2)[2]
+    assert torch.equal(views.weak, x[2] + 1) and torch.equal(views.strong, x[2] * 2) and views.sample_index == 2
+    view = PseudoLabeledDataset([[x[0]], (x[1], 0)], [0, 1], [0, 0])  # a list of one is the inputs too
+    assert torch.equal(view[0][0], x[0])
+    with pytest.raises(TypeError, match="but item 1 is a tuple of 2; wrap a labeled dataset in UnlabeledDataset"):
+        view[1]

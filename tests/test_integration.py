@@ -130,7 +130,8 @@ def test_hand_written_process_function():
     trainer.run(SemiSupervisedLoader(labeled, unlabeled=DataLoader(x[9:], batch_size=32, shuffle=True)),
                 max_epochs=30)
     out = trainer.state.output
-    assert set(out) == {"loss", "supervised_loss", "pseudo_loss", "pseudo_mask_rate", "pseudo_accuracy"}
+    assert set(out) == {"loss", "supervised_loss", "pseudo_loss", "pseudo_mask_rate", "pseudo_accuracy",
+                        "pseudo_non_finite_inputs"}
     assert 0 < out["pseudo_mask_rate"].item() <= 1
     assert torch.equal(trainer.state.pseudo_mask_rate, out["pseudo_mask_rate"])
     assert accuracy(model, *blobs(200, seed=6)) > 0.95

@@ -138,8 +138,8 @@ def test_alpha_is_read_from_the_attached_engine_and_prepare_skips_unlabeled_at_z
 @pytest.mark.parametrize(
     "kwargs, error, match",
     [
-        ({"threshold": 0.0}, ValueError, r"threshold should be a finite number in \(0, 1\], but given 0.0"),
-        ({"threshold": 1.01}, ValueError, r"threshold should be a finite number in \(0, 1\], but given 1.01"),
+        ({"threshold": -0.1}, ValueError, r"threshold should be a finite number in \[0, 1\], but given -0.1"),
+        ({"threshold": 1.01}, ValueError, r"threshold should be a finite number in \[0, 1\], but given 1.01"),
         ({"threshold": math.nan}, ValueError, "threshold should be a finite number"),
         ({"alpha": -1}, ValueError, r"alpha should be a finite number in \[0, inf\)"),
         ({"supervised_loss": 3}, TypeError, "supervised_loss should be callable"),
@@ -487,3 +487,129 @@ def test_fairness_statistics_are_reduced_over_the_processes(monkeypatch):
     assert reduced == [torch.Size([2, 4])]  # one reduction for the probabilities and the histogram
     assert fairness.class_probabilities.tolist() == pytest.approx([0.65, 0.35])
     assert fairness.label_histogram.tolist() == pytest.approx([0.5, 0.5])
+
+
+def test_masked_cross_entropy_with_valid_averages_over_the_valid_predictions_only():
+    from ignite_pseudolabel.losses import masked_soft_cross_entropy
+
+    logits, labels = torch.randn(4, 3), torch.tensor([0, 1, 2, 0])
+    mask, valid = torch.tensor([True, True, False, True]), torch.tensor([True, False, True, True])
+    value = masked_cross_entropy(logits, labels, mask, valid=valid)
+    keep = mask & valid
+    assert torch.allclose(value, F.cross_entropy(logits[keep], labels[keep], reduction="sum") / 3)
+    assert torch.allclose(masked_cross_entropy(logits, labels, mask, valid=torch.ones(4, dtype=torch.bool)),
+                          masked_cross_entropy(logits, labels, mask))  # all valid: the default average
+    assert masked_cross_entropy(logits, labels, mask, valid=torch.zeros(4, dtype=torch.bool)).item() == 0.0
+    targets = torch.rand(4, 3).softmax(1)
+    assert torch.allclose(masked_soft_cross_entropy(logits, targets, mask, valid=valid),
+                          masked_soft_cross_entropy(logits[valid], targets[valid], mask[valid]))
+    # Dense predictions: a per-sample mask broadcasts over the elements, a per-element mask is used as is.
+    dense, dense_labels, dense_mask = torch.randn(2, 3, 4, 5), torch.randint(0, 3, (2, 4, 5)), torch.rand(2, 4, 5) > 0.3
+    per_sample = masked_cross_entropy(dense, dense_labels, dense_mask, valid=torch.tensor([True, False]))
+    assert torch.allclose(per_sample, masked_cross_entropy(dense[:1], dense_labels[:1], dense_mask[:1]))
+    per_element = torch.tensor([True, False]).view(2, 1, 1).expand(2, 4, 5)
+    assert torch.equal(per_sample, masked_cross_entropy(dense, dense_labels, dense_mask, valid=per_element))
+    for bad in (torch.ones(3, dtype=torch.bool), torch.ones(4)):
+        with pytest.raises(ValueError, match=r"Argument valid should be a bool tensor of shape \(4,\)"):
+            masked_cross_entropy(logits, labels, mask, valid=bad)
+
+
+def _invalid_rows_setup(mode, rows):
+    """(y_pred, target) with the unlabeled samples `rows` (a bool mask over 5 samples) and 2 labeled rows."""
+    g = torch.Generator().manual_seed(3)
+    labeled, labels = torch.randn(2, 3, generator=g), torch.tensor([0, 2])
+    weak, strong = torch.randn(5, 3, generator=g) * 3, torch.randn(5, 3, generator=g) * 3
+    weak[1], strong[1] = 0.0, 0.0  # what the zeroed inputs of an invalid sample may give
+    if mode == "lee":
+        return torch.cat([labeled, strong[rows]]), SemiSupervisedTarget(labels)
+    if mode == "views":
+        return torch.cat([labeled, weak[rows], strong[rows]]), SemiSupervisedTarget(labels, views=2)
+    if mode == "teacher":
+        return torch.cat([labeled, strong[rows]]), SemiSupervisedTarget(labels, teacher_logits=weak[rows])
+    return torch.cat([labeled, strong[rows]]), SemiSupervisedTarget(labels, torch.tensor([0, 1, 2, 1, 0])[rows])
+
+
+@pytest.mark.parametrize("mode", ["lee", "views", "teacher", "mined"])
+def test_invalid_unlabeled_samples_count_as_if_they_were_not_in_the_batch(mode):
+    from ignite_pseudolabel import DistributionAlignment, FreeMatchThreshold, SelfAdaptiveFairness
+
+    def make():
+        return PseudoLabelLoss(FreeMatchThreshold(3, momentum=0.5), alpha=1.0, temperature=None,
+                               alignment=DistributionAlignment(3, momentum=0.5),
+                               fairness=SelfAdaptiveFairness(3, momentum=0.5))
+
+    valid = torch.tensor([True, False, True, True, True])
+    with_invalid, without = make(), make()
+    y_pred, target = _invalid_rows_setup(mode, torch.ones(5, dtype=torch.bool))
+    y_pred.requires_grad_(True)
+    value = with_invalid(y_pred, target._replace(unlabeled_valid=valid))
+    value.backward()
+    expected = without(*_invalid_rows_setup(mode, valid))
+    assert torch.allclose(value, expected)
+    for (name, a), (_, b) in zip(with_invalid.named_buffers(), without.named_buffers()):
+        assert torch.allclose(a.float(), b.float()), name  # the invalid sample entered no statistic
+    assert with_invalid.components["pseudo_non_finite_inputs"].item() == 1.0
+    assert without.components["pseudo_non_finite_inputs"].item() == 0.0
+    rows = y_pred.shape[0] - 2
+    invalid_rows = [2 + 1, 2 + 1 + rows // 2] if mode == "views" else [2 + 1]
+    assert y_pred.grad[invalid_rows].eq(0).all()  # no gradient through the invalid sample's predictions
+    # the mask rate is over all predictions: the invalid one counts as unused
+    assert with_invalid.components["pseudo_mask_rate"].item() == pytest.approx(
+        without.components["pseudo_mask_rate"].item() * 4 / 5)
+
+
+def test_invalid_samples_of_dense_predictions_and_per_element_validity():
+    y_pred = torch.randn(3, 3, 4, 4)
+    target = SemiSupervisedTarget(torch.randint(0, 3, (1, 4, 4)))
+    loss_fn = PseudoLabelLoss(alpha=1.0, supervised_loss=lambda logits, labels: logits.sum() * 0.0)
+    per_sample = loss_fn(y_pred, target._replace(unlabeled_valid=torch.tensor([True, False])))
+    assert torch.allclose(per_sample, loss_fn(y_pred[:2], target))
+    per_element = torch.ones(2, 4, 4, dtype=torch.bool)
+    per_element[1] = False
+    assert torch.allclose(loss_fn(y_pred, target._replace(unlabeled_valid=per_element)), per_sample)
+    assert loss_fn.components["pseudo_non_finite_inputs"].item() == 1.0
+    per_element[0, 0, 0] = False  # a sample with some invalid elements (padding) is not left out
+    loss_fn(y_pred, target._replace(unlabeled_valid=per_element))
+    assert loss_fn.components["pseudo_non_finite_inputs"].item() == 1.0
+    with pytest.raises(ValueError, match=r"Argument valid should be a bool tensor of shape \(2,\)"):
+        loss_fn(y_pred, target._replace(unlabeled_valid=torch.ones(3, dtype=torch.bool)))
+
+
+def test_threshold_zero_uses_every_finite_prediction():
+    from ignite_pseudolabel import FixedThreshold
+
+    y_pred = torch.tensor([[0.0, 1.0], [0.1, 0.0], [math.nan, 0.0], [0.0, 0.2]])
+    zero, none = PseudoLabelLoss(threshold=0.0, alpha=1.0), PseudoLabelLoss(alpha=1.0)
+    assert isinstance(zero.policy, FixedThreshold) and zero.threshold == 0.0
+    assert torch.equal(zero(y_pred, target(1)), none(y_pred, target(1)))
+    assert zero.components["pseudo_mask_rate"].item() == pytest.approx(2 / 3)
+
+
+def test_the_count_of_invalid_samples_is_summed_over_the_processes(monkeypatch):
+    import ignite.distributed as idist
+
+    monkeypatch.setattr(idist, "get_world_size", lambda: 2)
+    monkeypatch.setattr(idist, "all_reduce", lambda t: t * 2)  # another process with the same batch
+    loss_fn = PseudoLabelLoss(alpha=1.0)
+    loss_fn(torch.randn(5, 3), target(1)._replace(unlabeled_valid=torch.tensor([True, False, True, False])))
+    assert loss_fn.components["pseudo_non_finite_inputs"].item() == 4.0  # 2 per process, summed
+    assert loss_fn.components["pseudo_mask_rate"].item() == pytest.approx(0.5)  # averaged
+
+
+def test_the_warning_reads_the_count_once_per_epoch_and_stops_after_warning():
+    counts = iter([0, 0, 0, 2, 1, 0, 3, 3, 3])  # invalid samples of each iteration, three per epoch
+    loss_fn = PseudoLabelLoss(alpha=1.0)
+
+    def step(engine, batch):
+        valid = torch.arange(4) >= next(counts)
+        return loss_fn(torch.randn(5, 3), target(1)._replace(unlabeled_valid=valid))
+
+    engine = Engine(step)
+    loss_fn.attach(engine)
+    with pytest.warns(RuntimeWarning) as caught:
+        engine.run([0] * 3, max_epochs=3)
+    messages = [str(w.message) for w in caught if "PseudoLabelLoss" in str(w.message)]
+    assert len(messages) == 1 and messages[0].startswith(
+        "PseudoLabelLoss: 3 unlabeled or pseudo-labeled samples in epoch 2 had non-finite inputs")
+    assert engine.state.pseudo_non_finite_inputs.item() == 3.0
+    assert loss_fn._left_out_in_epoch is None  # nothing accumulates once it has warned

@@ -60,7 +60,7 @@ def test_select_per_class_cap_keeps_the_most_confident_and_breaks_ties_by_positi
 @pytest.mark.parametrize(
     "kwargs, error, match",
     [
-        ({"threshold": 0}, ValueError, r"threshold should be a finite number in \(0, 1\], but given 0.0"),
+        ({"threshold": -0.1}, ValueError, r"threshold should be a finite number in \[0, 1\], but given -0.1"),
         ({"threshold": 0.5, "max_per_class": 0}, ValueError, "max_per_class should be an integer >= 1, but given 0"),
     ],
 )
@@ -134,7 +134,7 @@ def test_miner_accepting_nothing_warns_once_and_leaves_an_empty_set():
 def test_miner_never_accepts_non_finite_predictions():
     data = torch.tensor([[9.0, 0.0], [math.nan, 0.0], [math.inf, 0.0], [0.0, 9.0]])
     miner = PseudoLabelMiner(nn.Identity(), data, threshold=0.5)
-    with pytest.warns(RuntimeWarning, match="2 of 4 predictions had non-finite logits"):
+    with pytest.warns(RuntimeWarning, match="2 of 4 samples had non-finite inputs or logits"):
         miner.run()
     assert miner.indices.tolist() == [0, 3] and miner.num_non_finite == 2
 
@@ -191,7 +191,7 @@ def test_mode_is_restored_after_an_error():
 @pytest.mark.parametrize(
     "data, model, match, error",
     [
-        (torch.randn(4, 3), nn.Flatten(0), r"\(N, C\) logits, but given \(12,\)", ValueError),
+        (torch.randn(4, 3), nn.Flatten(0), r"\(N, C\) or \(N, C, d1, ...\) logits, but given \(12,\)", ValueError),
         (torch.utils.data.TensorDataset(torch.randn(4, 3), torch.zeros(4)), nn.Identity(),
          "inputs-only dataset, but its batches are a list of 2", TypeError),
     ],
@@ -207,7 +207,7 @@ def test_wrong_model_output_or_dataset_structure(data, model, match, error):
         ({"model": "m"}, TypeError, "model should be a torch.nn.Module"),
         ({"dataset": torch.zeros(0, 3)}, ValueError, "dataset should hold at least one sample"),
         ({"dataset": 5}, TypeError, "dataset should be a map-style dataset"),
-        ({"threshold": 1.5}, ValueError, r"threshold should be a finite number in \(0, 1\], but given 1.5"),
+        ({"threshold": 1.5}, ValueError, r"threshold should be a finite number in \[0, 1\], but given 1.5"),
         ({"threshold": -0.1}, ValueError, "threshold should be a finite number in"),
         ({"max_per_class": 0}, ValueError, "max_per_class should be an integer >= 1, but given 0"),
         ({"num_classes": 1}, ValueError, "num_classes should be an integer >= 2"),
@@ -323,3 +323,69 @@ def test_miner_needs_a_criterion_and_checks_new_configuration_keys():
     same, _, _ = make_miner(grow=True)
     same.load_state_dict(state)
     assert torch.equal(same.accepted_round, miner.accepted_round)
+
+
+def test_threshold_zero_accepts_every_finite_prediction():
+    conf = torch.tensor([0.34, 0.0, 0.9, 0.5])  # 0.0: a non-finite prediction
+    assert select_pseudo_labels(conf, torch.tensor([0, 1, 2, 0]), 0.0).tolist() == [0, 2, 3]
+    data = torch.tensor([[0.1, 0.0], [math.nan, 0.0], [0.0, 0.2], [1.0, 1.0]])
+    miner = PseudoLabelMiner(nn.Identity(), data, threshold=0.0)
+    with pytest.warns(RuntimeWarning, match="1 of 4 samples had non-finite"):
+        miner.run()
+    assert miner.threshold == 0.0 and miner.indices.tolist() == [0, 2, 3]
+
+
+def test_miner_accepts_a_tensor_dataset_of_inputs():
+    x = torch.tensor([[9.0, 0.0], [0.0, 0.1], [0.0, 9.0]])
+    miner = PseudoLabelMiner(nn.Identity(), torch.utils.data.TensorDataset(x), threshold=0.9, batch_size=2)
+    pseudo = miner.run()
+    assert miner.indices.tolist() == [0, 2] and miner.labels.tolist() == [0, 1]
+    assert len(pseudo) == 2 and torch.equal(pseudo[1][0], x[2]) and pseudo[1][1] == 1  # the item is unwrapped
+
+
+class NanToNum(nn.Module):
+    """A model that would turn a corrupt input into a confident prediction."""
+
+    def forward(self, x):
+        return torch.nan_to_num(x, nan=50.0, posinf=50.0)
+
+
+def test_samples_with_non_finite_inputs_are_never_accepted_nor_spread_to_their_batch():
+    torch.manual_seed(0)
+    x = torch.randn(8, 2) * 3
+    x[2, 0], x[5, 1] = math.nan, math.inf
+    miner = PseudoLabelMiner(NanToNum(), x, threshold=0.0, batch_size=4)
+    with pytest.warns(RuntimeWarning, match="2 of 8 samples had non-finite inputs"):
+        miner.run()
+    assert miner.indices.tolist() == [0, 1, 3, 4, 6, 7] and miner.num_non_finite == 2
+    assert miner.all_confidences[[2, 5]].eq(0).all()
+    # A model that normalises with batch statistics in eval mode: the corrupt sample is zeroed before the
+    # forward pass, so its batch's other samples are still predicted (instead of all becoming NaN).
+    bn = nn.Sequential(nn.BatchNorm1d(2, track_running_stats=False), nn.Linear(2, 3))
+    miner = PseudoLabelMiner(bn, x, threshold=0.0, batch_size=4)
+    with pytest.warns(RuntimeWarning, match="2 of 8 samples"):
+        miner.run()
+    assert miner.indices.tolist() == [0, 1, 3, 4, 6, 7]
+
+
+def test_miner_pins_host_memory_only_for_host_samples(monkeypatch):
+    """Samples already on a device cannot be pinned: the miner's loader pins only host samples on CUDA."""
+    from ignite_pseudolabel import mining
+
+    seen = []
+
+    class Recording(torch.utils.data.DataLoader):
+        def __init__(self, *args, **kwargs):
+            seen.append(kwargs["pin_memory"])
+            super().__init__(*args, **{**kwargs, "pin_memory": False})
+
+    monkeypatch.setattr(mining, "DataLoader", Recording)
+    model = torch.nn.Linear(3, 2)
+    host = PseudoLabelMiner(model, torch.randn(4, 3), threshold=0.5, device="cuda")
+    host._device = lambda: torch.device("cuda")  # no GPU needed: only the loader's construction is checked
+    host._make_loader()
+    on_device = PseudoLabelMiner(model, torch.randn(4, 3, device="meta"), threshold=0.5)
+    on_device._device = lambda: torch.device("cuda")
+    on_device._make_loader()
+    assert seen == [True, False]
+    assert mining._on_host((torch.zeros(1), 1)) and not mining._on_host(torch.zeros(1, device="meta"))

