@@ -195,7 +195,8 @@ class Run:
                     "freematch": lambda: ipl.FreeMatchThreshold(10),
                 }[args.best_threshold]()
                 alignment = ipl.DistributionAlignment(10) if args.best_alignment else None
-            loss = ipl.PseudoLabelLoss(policy, alignment=alignment, teacher=teacher, held_back_targets=data["y_u"])
+            loss = ipl.PseudoLabelLoss(policy, alignment=alignment, teacher=teacher, held_back_targets=data["y_u"],
+                                       views=self.batch_views())
         trainer = create_supervised_trainer(self.model, self.optimizer, loss, device=device, non_blocking=True,
                                             prepare_batch=loss.prepare_batch)
         loss.attach(trainer)
@@ -211,6 +212,12 @@ class Run:
             pseudo_loader = functools.partial(self.loader, batch_size=unlabeled_batch, shuffle=True,
                                               generator=self.generator)
             train_data: Any = ipl.SemiSupervisedLoader(self.labeled(), pseudo=miner.dataset, loader_fn=pseudo_loader)
+        elif method != "online" and args.views == "batch":  # uint8 images on the device, views made there
+            from ignite_pseudolabel.device_data import DeviceBatches
+
+            train_data = ipl.SemiSupervisedLoader(self.labeled(), unlabeled=DeviceBatches(
+                data["x_u"].unsqueeze(1).to(device), batch_size=unlabeled_batch, drop_last=True, return_index=True,
+                generator=self.generator))
         else:
             unlabeled = Images(data["x_u"], None, weak) if method == "online" \
                 else ipl.WeakStrongViews(data["x_u"].unsqueeze(1), weak, strong)  # (1, 28, 28) uint8 views
@@ -226,6 +233,16 @@ class Run:
         trainer.run(train_data, max_epochs=2**30, epoch_length=len(self.labeled()))
         if miner is not None:
             self.extra.update(pseudo_labels=len(miner.dataset), pseudo_label_accuracy=miner.accuracy)
+
+    def batch_views(self) -> Any:
+        """``--views batch``: the BatchViews (kornia) of the recipes' unlabeled batches; else None."""
+        if self.args.views != "batch":
+            return None
+        from ignite_pseudolabel.batch_views import BatchViews
+
+        mean, std = STATS[self.args.dataset]
+        kind = "digits" if self.args.dataset in ("mnist5k", "mnist") else "natural"
+        return BatchViews(kind, mean=(mean,), std=(std,), size=28, strength=self.args.strength, backend="kornia")
 
     def result(self) -> dict[str, Any]:
         plain = self.data["transforms"][0]
@@ -369,6 +386,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--ramp-steps", type=int, default=500, help="online, mined: steps of the alpha ramp 0 -> 3")
     p.add_argument("--strength", choices=("torchvision", "fixmatch"), default="fixmatch",
                    help="strong view: weak_strong_transforms' strength (see its docs)")
+    p.add_argument("--views", choices=("per-image", "batch"), default="per-image",
+                   help="fixmatch, best: unlabeled views per image in the DataLoader (WeakStrongViews), or of whole "
+                        "batches on the device (DeviceBatches + BatchViews, kornia); labeled batches are the same")
     p.add_argument("--ema-momentum", type=float, default=0.002,
                    help="best: EMA momentum, Ignite's convention: the weight of the model in each update")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")

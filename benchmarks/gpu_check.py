@@ -17,6 +17,14 @@ Runs, on the tutorial's ``Net`` (1x28x28 inputs) and a torchvision ResNet-18 (``
 * ``train``: supervised vs semi-supervised vs the tutorial's two-forward step, fp32 vs bf16 autocast
   (``amp_mode="amp"``): ms/iteration, images/s, ``torch.cuda.max_memory_allocated``, the ratio
   semi/supervised (target <= 1.05). Reuses ``bench_train_step.py``.
+* ``fixmatch``: a FixMatch iteration of the tutorial's ``Net`` (B 64 labeled + 3 x 64 unlabeled images,
+  one forward pass over labeled + weak + strong rows) with per-image views (``WeakStrongViews`` in the
+  ``DataLoader``) and with batched views (``DeviceBatches`` of ``uint8`` images on the GPU and
+  ``BatchViews``), against the model alone on the same rows, fp32 and bf16 autocast; the views of one
+  unlabeled batch alone, both ways. Targets: batched views >= 5x faster than per-image, the batched
+  iteration <= 1.15x the model alone, views < 10 % of the iteration. Reuses
+  ``bench_train_step.measure_fixmatch``; the ``sync`` section checks the batched step too. Its per-image
+  parts run on the host: about a minute in all, estimated from their CPU timings (not yet run on a GPU).
 * ``mining``: ``PseudoLabelMiner`` fp32 vs ``amp_dtype=torch.bfloat16`` (and ``non_blocking=True``)
   against the plain inference loop in the same precision: images/s, peak memory, the ratio
   (target >= 0.97). Reuses ``bench_mining.py``.
@@ -60,7 +68,7 @@ from torch.utils.data import DataLoader
 from benchmarks import bench_mining, bench_train_step, common
 from ignite_pseudolabel import PseudoLabelLoss, PseudoLabelMiner, SemiSupervisedLoader
 
-SECTIONS = ("sync", "train", "mining", "scaling")
+SECTIONS = ("sync", "train", "fixmatch", "mining", "scaling")
 
 
 def resnet18() -> nn.Module:
@@ -78,9 +86,11 @@ MODELS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
 def sizes(smoke: bool) -> SimpleNamespace:
     if smoke:
         return SimpleNamespace(labeled_batch=4, unlabeled_batch=4, small_batch=2, iterations=2, repeats=1, warmup=1,
+                               fixmatch=dict(labeled_batch=4, mu=3, iterations=1, repeats=1, warmup=1),
                                sync_iterations=2, mining_n={"net": 128, "resnet18": 64}, mining_batch=32,
                                mining_repeats=1, scaling_model="tiny", scaling_sizes=[512, 1024])
     return SimpleNamespace(labeled_batch=128, unlabeled_batch=384, small_batch=64, iterations=50, repeats=3, warmup=10,
+                           fixmatch=dict(labeled_batch=64, mu=3, iterations=20, repeats=3, warmup=5),
                            sync_iterations=20, mining_n={"net": 58000, "resnet18": 50000}, mining_batch=256,
                            mining_repeats=3, scaling_model="net", scaling_sizes=[58000, 116000])
 
@@ -167,6 +177,24 @@ def sync_component(kind: str, model_name: str, device: torch.device, sz: SimpleN
 
         def run() -> None:
             trainer.run(data, max_epochs=1)
+    elif kind == "fixmatch_batched":  # device-resident uint8 images, views made on the GPU by BatchViews
+        from ignite_pseudolabel.batch_views import BatchViews
+        from ignite_pseudolabel.device_data import DeviceBatches
+
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        views = BatchViews("digits", mean=(0.1307,), std=(0.3081,), strength="fixmatch", backend="kornia")
+        loss = PseudoLabelLoss(0.95, alpha=1.0, views=views)
+        trainer = create_supervised_trainer(model, optimizer, loss, device=device, prepare_batch=loss.prepare_batch,
+                                            amp_mode="amp" if amp else None,
+                                            output_transform=lambda x, y, y_pred, loss: loss.detach())
+        loss.attach(trainer)
+        images, labels = bench_train_step.digit_images(4 * k * (bl + bu), 0)
+        labeled_data = DeviceBatches(images[:k * bl].to(device), labels[:k * bl].to(device), batch_size=bl)
+        unlabeled_data = DeviceBatches(images[k * bl:].to(device), batch_size=bu, return_index=True)
+        data = SemiSupervisedLoader(labeled_data, unlabeled=unlabeled_data, seed=0)
+
+        def run() -> None:
+            trainer.run(data, max_epochs=1)
     elif kind == "tutorial":
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
         step = bench_train_step.tutorial_step_runner(model, optimizer, 3.0, amp, device)
@@ -204,6 +232,8 @@ def section_sync(device: torch.device, sz: SimpleNamespace) -> dict[str, Any]:
         "semi_step_pinned_host_non_blocking[net]": ("net", {"kind": "semi", "pinned": True}, "pass"),
         "semi_step_fp32[resnet18]": ("resnet18", {"kind": "semi"}, "pass"),
         "semi_step_bf16[resnet18]": ("resnet18", {"kind": "semi", "amp": True}, "pass"),
+        "fixmatch_batched_views_fp32[net]": ("net", {"kind": "fixmatch_batched"}, "pass"),
+        "fixmatch_batched_views_bf16[net]": ("net", {"kind": "fixmatch_batched", "amp": True}, "pass"),
         "miner_batch_non_blocking_fp32[net]": ("net", {"kind": "miner"}, "pass"),
         "miner_batch_non_blocking_bf16[net]": ("net", {"kind": "miner", "amp_dtype": torch.bfloat16}, "pass"),
         "miner_batch_non_blocking_fp32[resnet18]": ("resnet18", {"kind": "miner"}, "pass"),
@@ -246,6 +276,19 @@ def section_train(device: torch.device, sz: SimpleNamespace) -> dict[str, Any]:
                                    iterations=sz.iterations, repeats=sz.repeats, warmup=sz.warmup, alpha=3.0,
                                    threshold=None, seed=0, model=model_name)
             out[key] = soft(train_one, args, device, amp, factory, shape, model_name)
+    return out
+
+
+# ------------------------------------------------------------------------------------------- fixmatch
+def section_fixmatch(device: torch.device, sz: SimpleNamespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for amp in (False, True):
+        key = f"net_{'bf16' if amp else 'fp32'}_b{sz.fixmatch['labeled_batch']}_mu{sz.fixmatch['mu']}"
+        if amp and device.type != "cuda":
+            out[key] = {"skipped": "CUDA-only: create_supervised_trainer(amp_mode='amp') autocasts on CUDA"}
+            continue
+        args = SimpleNamespace(**sz.fixmatch, threshold=None, seed=0, model="net", strength="fixmatch")
+        out[key] = soft(bench_train_step.measure_fixmatch, args, device, amp, common.Net())
     return out
 
 
@@ -378,6 +421,18 @@ def summary(report: dict[str, Any]) -> None:
         common.print_table(rows, ["train", "sup img/s", "semi img/s", "tutorial img/s", "semi/sup time", "<= 1.05"],
                            title="train step")
     rows = []
+    for key, r in (s.get("fixmatch") or {}).items():
+        if isinstance(r, dict) and "methods" in r:
+            ms = {m: 1000 * v["median_seconds_per_iteration"] for m, v in r["methods"].items()}
+            rows.append({"fixmatch": key, "model ms": ms["model_only"], "per-image ms": ms["fixmatch_per_image"],
+                         "batched ms": ms["fixmatch_batched"], "batched/model": r["fixmatch_batched_to_model_only"],
+                         "views speedup": r["views_speedup"],
+                         "views share %": 100 * r["views_share_of_batched_iteration"]})
+    if rows:
+        common.print_table(rows, ["fixmatch", "model ms", "per-image ms", "batched ms", "batched/model",
+                                  "views speedup", "views share %"], title="FixMatch iteration (targets: <= 1.15, "
+                                                                          ">= 5, < 10 %)")
+    rows = []
     for key, r in (s.get("mining") or {}).items():
         if isinstance(r, dict) and "ratio" in r:
             rows.append({"mining": key, "loader img/s": r["images_per_s"]["loader_only"],
@@ -427,7 +482,8 @@ def main(argv: list[str] | None = None) -> int:
                                          "cudnn": torch.backends.cudnn.allow_tf32}
     print(f"device: {report['environment'].get('device_name')}", flush=True)
     common.write_json(out, report)
-    functions = {"sync": section_sync, "train": section_train, "mining": section_mining, "scaling": section_scaling}
+    functions = {"sync": section_sync, "train": section_train, "fixmatch": section_fixmatch, "mining": section_mining,
+                 "scaling": section_scaling}
     for name in args.sections:
         elapsed = time.perf_counter() - start
         if elapsed > args.budget_s:

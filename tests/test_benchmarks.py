@@ -60,6 +60,16 @@ def test_train_step_benchmark_reports_a_ratio(tmp_path):
     assert methods["semi"]["median_seconds_per_iteration"] > 0 and methods["semi"]["ratio_to_supervised"] > 0
 
 
+def test_train_step_benchmark_fixmatch_iteration(tmp_path):
+    out = tmp_path / "fixmatch.json"
+    run_script("bench_train_step.py", "--fixmatch", "--model", "tiny", "--labeled-batch", 4, "--iterations", 1,
+               "--repeats", 1, "--warmup", 1, "--device", "cpu", "--threads", 1, "--out", out)
+    result = json.loads(out.read_text())["result"]
+    assert set(result["methods"]) == {"model_only", "fixmatch_per_image", "fixmatch_batched", "views_per_image",
+                                      "views_batched"}
+    assert result["rows_per_forward"] == 4 + 2 * 12 and result["views_speedup"] > 0
+
+
 def test_mining_benchmark_ratio_and_scaling(tmp_path):
     out = tmp_path / "mining.json"
     run_script("bench_mining.py", "--model", "tiny", "--n", 600, "--repeats", 1, "--warmup-batches", 1,
@@ -78,6 +88,6 @@ def test_mining_benchmark_ratio_and_scaling(tmp_path):
 def test_gpu_check_cpu_smoke(tmp_path):
     run_script("gpu_check.py", "--cpu-smoke", "--out", tmp_path)
     report = json.loads((tmp_path / "gpu_check.json").read_text())
-    assert set(report["sections"]) == {"sync", "train", "mining", "scaling"}
+    assert set(report["sections"]) == {"sync", "train", "fixmatch", "mining", "scaling"}
     text = json.dumps(report["sections"])
     assert '"error"' not in text and "Traceback" not in text, text
