@@ -79,11 +79,13 @@ class Budget:
 
     Ignite's :class:`~ignite.handlers.Timer` runs from fetching a batch to the end of its iteration,
     so validation (run after the iteration) is not counted. Every ``eval_seconds`` of training time
-    the callback validates; at ``seconds`` (or ``steps``) the engine terminates.
+    (or every ``eval_steps`` optimizer steps, when given: the same points on any machine) the callback
+    validates; at ``seconds`` (or ``steps``) the engine terminates.
     """
 
-    def __init__(self, seconds: float, steps: int, eval_seconds: float, validate: Any) -> None:
+    def __init__(self, seconds: float, steps: int, eval_seconds: float, validate: Any, eval_steps: int = 0) -> None:
         self.seconds, self.steps, self.eval_seconds, self.validate = seconds, steps, eval_seconds, validate
+        self.eval_steps = eval_steps
         self.offset, self.offset_steps = 0.0, 0
         self.next_eval = eval_seconds
 
@@ -94,7 +96,8 @@ class Budget:
 
         def check(e: Engine) -> None:
             elapsed, steps = self.offset + timer.value(), self.offset_steps + e.state.iteration
-            if elapsed >= self.next_eval or elapsed >= self.seconds or steps >= self.steps:
+            due = steps % self.eval_steps == 0 if self.eval_steps else elapsed >= self.next_eval
+            if due or elapsed >= self.seconds or steps >= self.steps:
                 self.validate(elapsed, steps)
                 while self.next_eval <= elapsed:
                     self.next_eval += self.eval_seconds
@@ -128,10 +131,11 @@ class Run:
         self.loader = functools.partial(DataLoader, num_workers=args.num_workers, pin_memory=device.type == "cuda",
                                         persistent_workers=args.num_workers > 0)
         self.validation = self.loader(Images(data["x_v"], data["y_v"], plain), batch_size=args.eval_batch_size)
+        self.test = self.loader(Images(data["x_t"], data["y_t"], plain), batch_size=args.eval_batch_size)
         self.curve: list[dict[str, float]] = []
         self.best: dict[str, Any] = {"accuracy": -1.0}
         self.budget = Budget(60 * args.minutes if args.minutes else float("inf"), args.steps or 2**62,
-                             60 * args.eval_minutes, self._validate)
+                             60 * args.eval_minutes, self._validate, args.eval_steps)
         self.extra: dict[str, Any] = {}
 
     def labeled(self) -> DataLoader:
@@ -140,11 +144,16 @@ class Run:
                            shuffle=True, generator=self.generator,
                            drop_last=len(self.data["x_l"]) >= self.args.batch_size)
 
-    def _validate(self, seconds: float, steps: int) -> None:
+    def _accuracy(self, data: DataLoader) -> float:
         evaluator = create_supervised_evaluator(self.evaluated, metrics={"accuracy": Accuracy()}, device=self.device,
                                                 non_blocking=True)
-        accuracy = evaluator.run(self.validation).metrics["accuracy"]
+        return evaluator.run(data).metrics["accuracy"]
+
+    def _validate(self, seconds: float, steps: int) -> None:
+        accuracy = self._accuracy(self.validation)
         self.curve.append({"minutes": round(seconds / 60, 3), "step": steps, "val_accuracy": accuracy})
+        if self.args.test_curve:  # the test accuracy of every validated model (not used to select one)
+            self.curve[-1]["test_accuracy"] = self._accuracy(self.test)
         if accuracy > self.best["accuracy"]:
             self.best = {"accuracy": accuracy, "step": steps, "minutes": round(seconds / 60, 3),
                          "state": copy.deepcopy(self.evaluated.state_dict())}
@@ -245,13 +254,12 @@ class Run:
         return BatchViews(kind, mean=(mean,), std=(std,), size=28, strength=self.args.strength, backend="kornia")
 
     def result(self) -> dict[str, Any]:
-        plain = self.data["transforms"][0]
-        test = self.loader(Images(self.data["x_t"], self.data["y_t"], plain), batch_size=self.args.eval_batch_size)
+        final = self._accuracy(self.test)  # the model at the end of the budget
         self.evaluated.load_state_dict(self.best["state"])
-        tester = create_supervised_evaluator(self.evaluated, metrics={"accuracy": Accuracy()}, device=self.device)
         result = {
             "seed": self.seed,
-            "test_accuracy": tester.run(test).metrics["accuracy"],
+            "test_accuracy": self._accuracy(self.test),
+            "final_test_accuracy": final,
             "best_val_accuracy": self.best["accuracy"],
             "best_step": self.best["step"],
             "best_minutes": self.best["minutes"],
@@ -331,11 +339,20 @@ def summarise(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
         summary[method] = {
             "test_accuracy_mean": statistics.mean(accs),
             "test_accuracy_std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+            **_mean_std("final_test_accuracy", [r.get("final_test_accuracy") for r in results]),
             "seeds": len(accs),
             "minutes_mean": statistics.mean(r["minutes"] for r in results),
             "steps_mean": statistics.mean(r["steps"] for r in results),
         }
     return summary
+
+
+def _mean_std(name: str, values: list[Any]) -> dict[str, float]:
+    """``{name_mean, name_std}`` of values recorded by every run (reports made before a field existed lack it)."""
+    if not values or any(v is None for v in values):
+        return {}
+    return {f"{name}_mean": statistics.mean(values),
+            f"{name}_std": statistics.stdev(values) if len(values) > 1 else 0.0}
 
 
 def plot(report: dict[str, Any], path: str) -> None:
@@ -378,6 +395,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--minutes", type=float, default=20.0, help="training minutes per method (0: no time limit)")
     p.add_argument("--steps", type=int, default=0, help="optimizer steps per method (0: no step limit)")
     p.add_argument("--eval-minutes", type=float, default=1.0, help="training minutes between validations")
+    p.add_argument("--eval-steps", type=int, default=0,
+                   help="optimizer steps between validations instead (0: use --eval-minutes); the same points on any "
+                        "machine, for comparisons at equal steps")
+    p.add_argument("--test-curve", action="store_true",
+                   help="also record the test accuracy at every validation (for curves; never used to select)")
     p.add_argument("--warm-start-minutes", type=float, default=3.0,
                    help="recipes: supervised training first, inside the budget (0: none)")
     p.add_argument("--batch-size", type=int, default=32, help="labeled batch size B")

@@ -12,7 +12,9 @@ forward pass as :class:`~ignite_pseudolabel.Views`.
 The augmentations are those of :func:`~ignite_pseudolabel.weak_strong_transforms`, at the same
 strengths: with the ``kornia`` backend (``pip install ignite-pseudolabel[fast]``) the shifts, flips
 and crops are kornia's augmentations and the RandAugment / TrivialAugment operations are kornia's
-image functions, one operation drawn per sample and per round; with the ``torchvision`` backend (the
+image functions, one operation drawn per sample and per round, each giving torchvision's image for the
+same operation and magnitude (shears about the top-left corner, whole-pixel translations, results
+truncated to the 8-bit grid; tested operation by operation); with the ``torchvision`` backend (the
 fallback when kornia is absent) the torchvision transforms run once per image, on the device.
 """
 
@@ -111,56 +113,74 @@ class _BatchRandAugment(nn.Module):
         return x
 
     def _round(self, x: torch.Tensor) -> torch.Tensor:
-        kornia = _import_kornia()
-        n, channels, height, width = x.shape
-        device = x.device
+        n, device = x.shape[0], x.device
         op = torch.randint(len(_OPERATIONS), (n,), device=device)
         if self.random_magnitude:
             level = torch.randint(self.max_bin + 1, (n,), device=device).to(x.dtype) / MAX_MAGNITUDE
         else:
             level = torch.full((n,), self.magnitude / MAX_MAGNITUDE, device=device, dtype=x.dtype)
-        signed = level * torch.where(torch.rand(n, device=device) < 0.5, -1.0, 1.0).to(x.dtype)
-        space = self.space
+        sign = torch.where(torch.rand(n, device=device) < 0.5, -1.0, 1.0).to(x.dtype)
+        return _apply_operations(x, op, level, sign, self.space)
 
-        def chosen(name: str) -> torch.Tensor:
-            return op == _OPERATIONS.index(name)
 
-        def amount(name: str, largest: float) -> torch.Tensor:
-            return torch.where(chosen(name), signed * largest, 0.0)
+def _apply_operations(x: torch.Tensor, op: torch.Tensor, level: torch.Tensor, sign: torch.Tensor,
+                      space: dict[str, Any]) -> torch.Tensor:
+    """Applies operation ``_OPERATIONS[op[i]]`` at magnitude ``level[i]`` in [0, 1] (signed by ``sign[i]``
+    where the operation is) to sample ``i`` of a float batch in [0, 1], as torchvision's RandAugment does.
 
-        # Geometric operations: one affine warp about the centre, the identity for the other samples.
-        scale_x = width if not space["translate_in_pixels"] else 1.0
-        scale_y = height if not space["translate_in_pixels"] else 1.0
-        translations = torch.stack([amount("translate_x", space["translate"] * scale_x),
-                                    amount("translate_y", space["translate"] * scale_y)], dim=1)
-        center = torch.stack([torch.full((n,), (width - 1) / 2, device=device, dtype=x.dtype),
-                              torch.full((n,), (height - 1) / 2, device=device, dtype=x.dtype)], dim=1)
-        matrix = kornia.geometry.transform.get_affine_matrix2d(
-            translations, center, torch.ones(n, 2, device=device, dtype=x.dtype), amount("rotate", space["rotate"]),
-            torch.atan(amount("shear_x", space["shear"])), torch.atan(amount("shear_y", space["shear"])))
-        warped = kornia.geometry.transform.warp_affine(x, matrix[:, :2], (height, width), mode="nearest",
-                                                       padding_mode="zeros")
-        geometric = sum(chosen(name) for name in _GEOMETRIC)
-        out = torch.where(_rows(geometric.bool()), warped, x)
+    The geometric operations are one affine warp (kornia); the photometric ones are kornia's image
+    functions applied to the whole batch and kept where selected (``torch.where``), so the cost does
+    not depend on the draw and nothing waits for the host.
+    """
+    kornia = _import_kornia()
+    n, channels, height, width = x.shape
+    device = x.device
+    signed = level * sign
 
-        # Photometric operations on the round's input, each kept for the samples that drew it.
-        enhance = kornia.enhance
-        factor = 1.0 + signed * space["enhance"]
-        bins = torch.round(level * MAX_MAGNITUDE / (MAX_MAGNITUDE / space["posterize_bits"]))
-        photometric: dict[str, Callable[[], torch.Tensor]] = {
-            "brightness": lambda: (x * _rows(factor)).clamp(0.0, 1.0),  # blend with black, as torchvision
-            "contrast": lambda: enhance.adjust_contrast_with_mean_subtraction(x, factor),
-            "sharpness": lambda: enhance.sharpness(x, factor),
-            "posterize": lambda: enhance.posterize(x, (8 - bins).to(torch.int64)),
-            "solarize": lambda: enhance.solarize(x, 1.0 - level),
-            "autocontrast": lambda: _autocontrast(x),
-            "equalize": lambda: enhance.equalize(x),
-        }
-        if channels == 3:  # saturation; an identity on other images, as in torchvision
-            photometric["color"] = lambda: _blend(x, kornia.color.rgb_to_grayscale(x), factor)
-        for name, fn in photometric.items():
-            out = torch.where(_rows(chosen(name)), fn(), out)
-        return out
+    def chosen(name: str) -> torch.Tensor:
+        return op == _OPERATIONS.index(name)
+
+    def amount(name: str, largest: float) -> torch.Tensor:
+        return torch.where(chosen(name), signed * largest, 0.0)
+
+    # Geometric operations: one affine warp, the identity for the other samples. As torchvision: rotations
+    # and translations about the image centre (translations truncated to whole pixels), shears about the
+    # top-left corner (which also shifts the image), angles counter-clockwise.
+    translations = torch.stack([amount("translate_x", space["translate"] * (1.0 if space["translate_in_pixels"]
+                                                                            else width)),
+                                amount("translate_y", space["translate"] * (1.0 if space["translate_in_pixels"]
+                                                                            else height))], dim=1).trunc()
+    sheared = (chosen("shear_x") | chosen("shear_y")).unsqueeze(1)
+    center = torch.where(sheared, torch.tensor([-0.5, -0.5], device=device, dtype=x.dtype),
+                         torch.tensor([(width - 1) / 2, (height - 1) / 2], device=device, dtype=x.dtype))
+    matrix = kornia.geometry.transform.get_affine_matrix2d(
+        translations, center, torch.ones(n, 2, device=device, dtype=x.dtype), -amount("rotate", space["rotate"]),
+        torch.atan(amount("shear_x", space["shear"])), torch.atan(amount("shear_y", space["shear"])))
+    warped = kornia.geometry.transform.warp_affine(x, matrix[:, :2], (height, width), mode="nearest",
+                                                   padding_mode="zeros")
+    geometric = sum(chosen(name) for name in _GEOMETRIC)
+    out = torch.where(_rows(geometric.bool()), warped, x)
+
+    # Photometric operations on the input, each kept for the samples that drew it.
+    enhance = kornia.enhance
+    factor = 1.0 + signed * space["enhance"]
+    bins = torch.round(level * MAX_MAGNITUDE / (MAX_MAGNITUDE / space["posterize_bits"]))
+    photometric: dict[str, Callable[[], torch.Tensor]] = {
+        "brightness": lambda: (x * _rows(factor)).clamp(0.0, 1.0),  # blend with black, as torchvision
+        "contrast": lambda: enhance.adjust_contrast_with_mean_subtraction(x, factor),
+        "sharpness": lambda: enhance.sharpness(x, factor),
+        "posterize": lambda: enhance.posterize(x, (8 - bins).to(torch.int64)),
+        "solarize": lambda: enhance.solarize(x, 1.0 - level),
+        "autocontrast": lambda: _autocontrast(x),
+        "equalize": lambda: enhance.equalize(x),
+    }
+    if channels == 3:  # saturation; an identity on other images, as in torchvision
+        photometric["color"] = lambda: _blend(x, kornia.color.rgb_to_grayscale(x), factor)
+    for name, fn in photometric.items():
+        out = torch.where(_rows(chosen(name)), fn(), out)
+    # Back on the 8-bit grid, truncated as torchvision's operations on uint8 images do (the small margin
+    # keeps values already on the grid there despite float rounding).
+    return torch.floor(out * 255.0 + 1e-3) / 255.0
 
 
 def _rows(values: torch.Tensor) -> torch.Tensor:

