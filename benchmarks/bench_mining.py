@@ -356,8 +356,7 @@ def scaling_exponents(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 # -------------------------------------------------------------------------------------------------- main
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = common.argument_parser(__doc__)
     parser.add_argument("--part", choices=("ratio", "scaling", "all"), default="all",
                         help="(a) ratio to a plain inference loop, (b) scaling against the tutorial's loop, or both")
     parser.add_argument("--n", type=int, default=58000, help="(a) unlabeled images (the tutorial's unlabeled set size)")
@@ -376,18 +375,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=256, help="inference batch size (the miner's default)")
     parser.add_argument("--accept-fraction", type=float, default=0.9,
                         help="share of the images the calibrated threshold accepts")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch.set_num_threads (None: torch's choice; 1 is steadier on a shared machine)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random data and the model weights")
-    parser.add_argument("--out", default=None,
-                        help="result JSON (default benchmarks/results/bench_mining_<device>.json)")
+    common.add_run_arguments(parser, "benchmarks/results/bench_mining_<device>.json")
     parser.add_argument("--worker", choices=("ours", "tutorial"), default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if not 0.0 < args.accept_fraction <= 1.0:
         parser.error("--accept-fraction should be in (0, 1]")
-    if min(args.n, args.batch_size, args.repeats, *args.sizes, *args.image_size) < 1:
-        parser.error("sizes, counts and batch sizes should be positive")
+    common.require_positive(parser, "sizes, counts and batch sizes", args.n, args.batch_size, args.repeats,
+                            *args.sizes, *args.image_size)
     return args
 
 
@@ -397,12 +391,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         row = worker(args)
         print(WORKER_MARK + json.dumps(row), flush=True)
         return row
-    device = common.resolve_device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    report: dict[str, Any] = {"benchmark": "bench_mining", "environment": common.environment(device),
-                              "arguments": vars(args)}
-    print(f"device: {report['environment']['device_name']}", flush=True)
+    device, report = common.start_report("bench_mining", args)
     out = Path(args.out) if args.out else common.default_out(f"bench_mining_{device.type}")
     if args.part in ("ratio", "all"):
         t, report["ratio"] = common.timed(lambda: run_ratio(args, device), device)

@@ -146,8 +146,7 @@ def measure(args: Any, device: torch.device) -> dict[str, Any]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = common.argument_parser(__doc__)
     parser.add_argument("--labeled-batch", type=int, default=16, help="B_l: labeled images per iteration")
     parser.add_argument("--unlabeled-batch", type=int, default=32, help="B_u: unlabeled images per iteration")
     parser.add_argument("--size", type=int, default=48, help="image side in pixels")
@@ -159,26 +158,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--iterations", type=int, default=10, help="timed iterations per repeat and method")
     parser.add_argument("--repeats", type=int, default=7, help="timed repeats (median reported)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed iterations of each method first")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch.set_num_threads (None: torch's choice; 1 is steadier on a shared machine)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random data and the model weights")
-    parser.add_argument("--out", default=None,
-                        help="result JSON (default benchmarks/results/bench_segmentation_step_<device>.json)")
+    common.add_run_arguments(parser, "benchmarks/results/bench_segmentation_step_<device>.json")
     args = parser.parse_args(argv)
-    if min(args.labeled_batch, args.unlabeled_batch, args.iterations, args.repeats, args.warmup) < 1:
-        parser.error("batch sizes, iterations, repeats and warm-up should be positive")
+    common.require_positive(parser, "batch sizes, iterations, repeats and warm-up", args.labeled_batch,
+                            args.unlabeled_batch, args.iterations, args.repeats, args.warmup)
     return args
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    device = common.resolve_device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    report: dict[str, Any] = {"benchmark": "bench_segmentation_step", "environment": common.environment(device),
-                              "arguments": vars(args)}
-    print(f"device: {report['environment']['device_name']}", flush=True)
+    device, report = common.start_report("bench_segmentation_step", args)
     report["wall_seconds"], report["result"] = common.timed(lambda: measure(args, device), device)
     out = Path(args.out) if args.out else common.default_out(f"bench_segmentation_step_{device.type}")
     common.write_json(out, report)

@@ -423,8 +423,7 @@ def measure_fixmatch(args: Any, device: torch.device, amp: bool, base: nn.Module
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = common.argument_parser(__doc__)
     parser.add_argument("--labeled-batch", type=int, default=64, help="B_l: labeled images per iteration")
     parser.add_argument("--unlabeled-batch", type=int, default=64, help="B_u: unlabeled images per iteration")
     parser.add_argument("--iterations", type=int, default=30, help="timed iterations per repeat and method")
@@ -441,28 +440,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--strength", choices=("torchvision", "fixmatch"), default="fixmatch",
                         help="--fixmatch: strength of the strong view (weak_strong_transforms / BatchViews)")
     parser.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA only)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch.set_num_threads (None: torch's choice; 1 is steadier on a shared machine)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random data and the model weights")
-    parser.add_argument("--out", default=None,
-                        help="result JSON (default benchmarks/results/bench_train_step_<device>[_amp].json)")
+    common.add_run_arguments(parser, "benchmarks/results/bench_train_step_<device>[_amp].json")
     args = parser.parse_args(argv)
     if args.alpha <= 0:
         parser.error("--alpha should be > 0 so that the unlabeled half is used")
-    if min(args.labeled_batch, args.unlabeled_batch, args.iterations, args.repeats, args.warmup) < 1:
-        parser.error("batch sizes, iterations, repeats and warm-up should be positive")
+    common.require_positive(parser, "batch sizes, iterations, repeats and warm-up", args.labeled_batch,
+                            args.unlabeled_batch, args.iterations, args.repeats, args.warmup)
     return args
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    device = common.resolve_device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    device, report = common.start_report("bench_train_step", args)
     amp = args.amp
-    report: dict[str, Any] = {"benchmark": "bench_train_step", "environment": common.environment(device),
-                              "arguments": vars(args)}
     if amp and device.type != "cuda":
         message = ("--amp skipped: bf16 autocast through create_supervised_trainer(amp_mode='amp') is CUDA-only; "
                    "measuring fp32 on CPU")
@@ -470,7 +460,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         report["amp_skipped"] = message
         amp = False
     report["precision"] = "bf16 autocast" if amp else "fp32"
-    print(f"device: {report['environment']['device_name']}", flush=True)
     measure_fn = measure_fixmatch if args.fixmatch else measure
     t, report["result"] = common.timed(lambda: measure_fn(args, device, amp), device)
     report["wall_seconds"] = t

@@ -10,10 +10,13 @@ them as modules from the repository root, ``python -m benchmarks.<script>``.
   the timed region on CUDA.
 * :func:`environment`: versions, device name, thread count, git commit, command line.
 * :func:`write_json`, :func:`print_table`, :func:`default_out`.
+* :func:`argument_parser`, :func:`add_run_arguments`, :func:`require_positive`: the command line the
+  timing benchmarks share.
 """
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
 import os
@@ -179,6 +182,38 @@ def environment(device: torch.device | str) -> dict[str, Any]:
     except OSError:
         pass
     return env
+
+
+# ---------------------------------------------------------------------------------------- command line
+def argument_parser(doc: str) -> argparse.ArgumentParser:
+    """A parser described by the first paragraph of a script's docstring, showing the defaults."""
+    return argparse.ArgumentParser(description=doc.split("\n\n")[0],
+                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, out_default: str) -> None:
+    """``--device``, ``--threads``, ``--seed`` and ``--out`` (``out_default`` describes its default)."""
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch.set_num_threads (None: torch's choice; 1 is steadier on a shared machine)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random data and the model weights")
+    parser.add_argument("--out", default=None, help=f"result JSON (default {out_default})")
+
+
+def start_report(benchmark: str, args: argparse.Namespace) -> tuple[torch.device, dict[str, Any]]:
+    """Resolves ``args.device``, applies ``args.threads`` and starts the report (environment, arguments)."""
+    device = resolve_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    report: dict[str, Any] = {"benchmark": benchmark, "environment": environment(device), "arguments": vars(args)}
+    print(f"device: {report['environment']['device_name']}", flush=True)
+    return device, report
+
+
+def require_positive(parser: argparse.ArgumentParser, what: str, *values: int) -> None:
+    """Exits with a usage error naming ``what`` unless every value is at least 1."""
+    if min(values) < 1:
+        parser.error(f"{what} should be positive")
 
 
 # ---------------------------------------------------------------------------------------------- output
