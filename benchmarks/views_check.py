@@ -1,0 +1,174 @@
+"""Are the batched views the per-image ones? The three data paths of ``accuracy.py --views``, scored by one model.
+
+Accuracy runs of a recipe vary by a point or more between seeds, so comparing two ways of making
+the views by training needs many runs. This check is cheaper and much less noisy: it trains one
+model supervised for ``--pretrain-steps`` steps, freezes it, and feeds it the training batches of
+each data path, exactly as ``loss.prepare_batch`` builds them for the trainer:
+
+* ``per-image``: a ``DataLoader`` over :class:`~ignite_pseudolabel.WeakStrongViews` (torchvision,
+  one image at a time);
+* ``batch``: :class:`~ignite_pseudolabel.device_data.DeviceBatches` of raw ``uint8`` images and
+  ``PseudoLabelLoss(views=BatchViews(..., backend="kornia"))``;
+* ``batch-torchvision``: the same data path with ``BatchViews``' torchvision backend (the per-image
+  transforms, applied in ``prepare_batch``).
+
+For every path it reports, over ``--batches`` batches of ``--seeds`` seeds, what FixMatch's loss
+sees: the model's accuracy on the weak and the strong views (against the held-back labels), how
+often their predictions agree, the share of pseudo-labels above ``--tau`` (mask rate) and their
+accuracy, and the confidence on both views, each with its standard error. Equal figures (within a
+few standard errors) mean the recipe receives the same training signal from both paths.
+
+Usage:
+    python -m benchmarks.views_check --dataset fashion-mnist --data-root /usr/share/datasets/fashion-mnist \\
+        --per-class 100 --threads 1
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+import ignite_pseudolabel as ipl
+from benchmarks import common
+from benchmarks.accuracy import transforms_for
+from examples.mnist import DATASETS, STATS, Images, Net, load_data
+from ignite_pseudolabel.batch_views import BatchViews
+from ignite_pseudolabel.device_data import DeviceBatches
+
+PATHS = ("per-image", "batch", "batch-torchvision")
+FIGURES = ("weak_accuracy", "strong_accuracy", "agreement", "mask_rate", "pseudo_label_accuracy", "weak_confidence",
+           "strong_confidence")
+
+
+def pretrain(data: dict[str, Any], args: Any, device: torch.device) -> nn.Module:
+    """The scoring model: the tutorial's Net trained supervised on the weakly augmented labeled images."""
+    torch.manual_seed(args.seed)
+    model = Net().to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loader = DataLoader(Images(data["x_l"], data["y_l"], data["weak"]), batch_size=args.batch_size, shuffle=True)
+    step = 0
+    while step < args.pretrain_steps:
+        for x, y in loader:
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(model(x.to(device)), y.to(device)).backward()
+            optimizer.step()
+            step += 1
+            if step == args.pretrain_steps:
+                break
+    return model.eval()
+
+
+def batches(path: str, data: dict[str, Any], args: Any, seed: int, device: torch.device) -> Any:
+    """The loss (for its ``prepare_batch``) and the training batches of one data path."""
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    unlabeled_batch = args.mu * args.batch_size
+    views = None
+    if path == "per-image":
+        unlabeled: Any = DataLoader(ipl.WeakStrongViews(data["x_u"].unsqueeze(1), data["weak"], data["strong"]),
+                                    batch_size=unlabeled_batch, shuffle=True, generator=generator, drop_last=True)
+    else:
+        mean, std = STATS[args.dataset]
+        kind = "digits" if args.dataset in ("mnist5k", "mnist") else "natural"
+        views = BatchViews(kind, mean=(mean,), std=(std,), size=28, strength=args.strength,
+                           backend="torchvision" if path == "batch-torchvision" else "kornia")
+        unlabeled = DeviceBatches(data["x_u"].unsqueeze(1).to(device), batch_size=unlabeled_batch, drop_last=True,
+                                  return_index=True, generator=generator)
+    labeled = DataLoader(Images(data["x_l"], data["y_l"], data["weak"]), batch_size=args.batch_size, shuffle=True,
+                         generator=generator, drop_last=True)
+    loss = ipl.PseudoLabelLoss(args.tau, alpha=1.0, views=views)
+    return loss, ipl.SemiSupervisedLoader(labeled, unlabeled=unlabeled)
+
+
+def _epochs(loader: Any) -> Any:
+    """The loader's batches, epoch after epoch (an epoch is one pass over the labeled batches)."""
+    while True:
+        yield from loader
+
+
+@torch.no_grad()
+def score(model: nn.Module, path: str, data: dict[str, Any], args: Any, seed: int,
+          device: torch.device) -> dict[str, list[float]]:
+    """The figures of every batch of one path and seed."""
+    loss, loader = batches(path, data, args, seed, device)
+    figures: dict[str, list[float]] = {name: [] for name in FIGURES}
+    stream = _epochs(loader)
+    targets = data["y_u"].to(device)
+    for _ in range(args.batches):
+        inputs, target = loss.prepare_batch(next(stream), device=device)
+        logits = model(inputs)[args.batch_size:]
+        weak, strong = logits.softmax(1).chunk(2)
+        truth = targets[target.sample_index.to(device)]
+        confidence, pseudo = weak.max(1)
+        mask = confidence >= args.tau
+        rows = {
+            "weak_accuracy": (pseudo == truth).float().mean(),
+            "strong_accuracy": (strong.argmax(1) == truth).float().mean(),
+            "agreement": (strong.argmax(1) == pseudo).float().mean(),
+            "mask_rate": mask.float().mean(),
+            "pseudo_label_accuracy": (pseudo[mask] == truth[mask]).float().mean(),
+            "weak_confidence": confidence.mean(),
+            "strong_confidence": strong.max(1).values.mean(),
+        }
+        for name, value in rows.items():
+            figures[name].append(float(value))  # once per batch: this is a check, not a training loop
+    return figures
+
+
+def summarise(figures: dict[str, list[float]]) -> dict[str, Any]:
+    row: dict[str, Any] = {}
+    for name, values in figures.items():
+        values = [v for v in values if v == v]  # a batch with no pseudo-label has no pseudo-label accuracy
+        row[name] = statistics.mean(values) if values else float("nan")
+        row[f"{name}_se"] = statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else float("nan")
+    return row
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = common.argument_parser(__doc__)
+    parser.add_argument("--dataset", choices=DATASETS, default="mnist5k")
+    parser.add_argument("--data-root", default="data", help="torchvision root, or a folder with the four raw files")
+    parser.add_argument("--per-class", type=int, default=100, help="labeled images per class")
+    parser.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS), help="data paths to compare")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2], help="seeds of the batches' randomness")
+    parser.add_argument("--batches", type=int, default=30, help="batches scored per path and seed")
+    parser.add_argument("--pretrain-steps", type=int, default=200, help="supervised steps of the scoring model")
+    parser.add_argument("--batch-size", type=int, default=32, help="labeled batch size B")
+    parser.add_argument("--mu", type=int, default=3, help="unlabeled batch size = mu * B")
+    parser.add_argument("--tau", type=float, default=0.95, help="confidence threshold of the pseudo-labels")
+    parser.add_argument("--strength", choices=("torchvision", "fixmatch"), default="fixmatch")
+    common.add_run_arguments(parser, "benchmarks/results/views_check_<dataset>.json")
+    args = parser.parse_args(argv)
+    common.require_positive(parser, "--per-class, --batches, --pretrain-steps, --batch-size and --mu",
+                            args.per_class, args.batches, args.pretrain_steps, args.batch_size, args.mu)
+    device, report = common.start_report("views_check", args)
+    out = Path(args.out) if args.out else common.default_out(f"views_check_{args.dataset}")
+    train_x, train_y, _, _ = load_data(args.dataset, args.data_root, out.parent / "data")  # as accuracy.py caches
+    split = ipl.class_balanced_split(train_y, args.per_class, seed=args.seed)
+    _, weak, strong = transforms_for(args.dataset, args.strength)
+    data = {"x_l": train_x[split.labeled], "y_l": train_y[split.labeled], "x_u": train_x[split.unlabeled],
+            "y_u": train_y[split.unlabeled], "weak": weak, "strong": strong}
+    model = pretrain(data, args, device)
+    rows = []
+    for path in args.paths:
+        figures: dict[str, list[float]] = {name: [] for name in FIGURES}
+        for seed in args.seeds:
+            for name, values in score(model, path, data, args, seed, device).items():
+                figures[name].extend(values)
+        rows.append({"path": path, **summarise(figures)})
+    report["result"] = rows
+    common.print_table(rows, ["path", *FIGURES], title=f"{args.dataset}: figures of one frozen model on the batches "
+                                                        f"of each path (mean over {args.batches * len(args.seeds)} "
+                                                        "batches; standard errors in the JSON)")
+    common.write_json(out, report)
+    print(f"\nwritten: {out}")
+    return report
+
+
+if __name__ == "__main__":
+    main()
