@@ -74,6 +74,21 @@ def transforms_for(dataset: str, strength: str) -> tuple[Any, Any, Any]:
     return plain, weak, strong
 
 
+def batch_views_for(dataset: str, strength: str, views: str) -> Any:
+    """The :class:`BatchViews` of ``--views batch`` (kornia) or ``batch-torchvision``; ``None`` for ``per-image``.
+
+    The same augmentations as :func:`transforms_for`, made on whole batches in ``prepare_batch``.
+    """
+    if views == "per-image":
+        return None
+    from ignite_pseudolabel.batch_views import BatchViews
+
+    mean, std = STATS[dataset]
+    kind = "digits" if dataset in ("mnist5k", "mnist") else "natural"
+    backend = "torchvision" if views == "batch-torchvision" else "kornia"
+    return BatchViews(kind, mean=(mean,), std=(std,), size=28, strength=strength, backend=backend)
+
+
 class Budget:
     """Training wall time of a method, across its phases (warm start, then the recipe).
 
@@ -245,14 +260,7 @@ class Run:
 
     def batch_views(self) -> Any:
         """``--views batch`` (kornia) or ``batch-torchvision``: the BatchViews of the recipes' unlabeled batches."""
-        if self.args.views == "per-image":
-            return None
-        from ignite_pseudolabel.batch_views import BatchViews
-
-        mean, std = STATS[self.args.dataset]
-        kind = "digits" if self.args.dataset in ("mnist5k", "mnist") else "natural"
-        backend = "torchvision" if self.args.views == "batch-torchvision" else "kornia"
-        return BatchViews(kind, mean=(mean,), std=(std,), size=28, strength=self.args.strength, backend=backend)
+        return batch_views_for(self.args.dataset, self.args.strength, self.args.views)
 
     def result(self) -> dict[str, Any]:
         final = self._accuracy(self.test)  # the model at the end of the budget

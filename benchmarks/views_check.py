@@ -35,9 +35,8 @@ from torch.utils.data import DataLoader
 
 import ignite_pseudolabel as ipl
 from benchmarks import common
-from benchmarks.accuracy import transforms_for
-from examples.mnist import DATASETS, STATS, Images, Net, load_data
-from ignite_pseudolabel.batch_views import BatchViews
+from benchmarks.accuracy import batch_views_for, transforms_for
+from examples.mnist import DATASETS, Images, Net, load_data
 from ignite_pseudolabel.device_data import DeviceBatches
 
 PATHS = ("per-image", "batch", "batch-torchvision")
@@ -68,15 +67,11 @@ def batches(path: str, data: dict[str, Any], args: Any, seed: int, device: torch
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     unlabeled_batch = args.mu * args.batch_size
-    views = None
+    views = batch_views_for(args.dataset, args.strength, path)  # None for the per-image path
     if path == "per-image":
         unlabeled: Any = DataLoader(ipl.WeakStrongViews(data["x_u"].unsqueeze(1), data["weak"], data["strong"]),
                                     batch_size=unlabeled_batch, shuffle=True, generator=generator, drop_last=True)
     else:
-        mean, std = STATS[args.dataset]
-        kind = "digits" if args.dataset in ("mnist5k", "mnist") else "natural"
-        views = BatchViews(kind, mean=(mean,), std=(std,), size=28, strength=args.strength,
-                           backend="torchvision" if path == "batch-torchvision" else "kornia")
         unlabeled = DeviceBatches(data["x_u"].unsqueeze(1).to(device), batch_size=unlabeled_batch, drop_last=True,
                                   return_index=True, generator=generator)
     labeled = DataLoader(Images(data["x_l"], data["y_l"], data["weak"]), batch_size=args.batch_size, shuffle=True,
@@ -96,28 +91,28 @@ def score(model: nn.Module, path: str, data: dict[str, Any], args: Any, seed: in
           device: torch.device) -> dict[str, list[float]]:
     """The figures of every batch of one path and seed."""
     loss, loader = batches(path, data, args, seed, device)
-    figures: dict[str, list[float]] = {name: [] for name in FIGURES}
     stream = _epochs(loader)
     targets = data["y_u"].to(device)
+    rows = []
     for _ in range(args.batches):
         inputs, target = loss.prepare_batch(next(stream), device=device)
         logits = model(inputs)[args.batch_size:]
         weak, strong = logits.softmax(1).chunk(2)
         truth = targets[target.sample_index.to(device)]
         confidence, pseudo = weak.max(1)
-        mask = confidence >= args.tau
-        rows = {
-            "weak_accuracy": (pseudo == truth).float().mean(),
-            "strong_accuracy": (strong.argmax(1) == truth).float().mean(),
-            "agreement": (strong.argmax(1) == pseudo).float().mean(),
-            "mask_rate": mask.float().mean(),
-            "pseudo_label_accuracy": (pseudo[mask] == truth[mask]).float().mean(),
-            "weak_confidence": confidence.mean(),
-            "strong_confidence": strong.max(1).values.mean(),
-        }
-        for name, value in rows.items():
-            figures[name].append(float(value))  # once per batch: this is a check, not a training loop
-    return figures
+        mask = (confidence >= args.tau).float()
+        correct = (pseudo == truth).float()
+        rows.append(torch.stack([
+            correct.mean(),  # weak_accuracy
+            (strong.argmax(1) == truth).float().mean(),  # strong_accuracy
+            (strong.argmax(1) == pseudo).float().mean(),  # agreement
+            mask.mean(),  # mask_rate
+            (correct * mask).sum() / mask.sum(),  # pseudo_label_accuracy (NaN without pseudo-labels)
+            confidence.mean(),  # weak_confidence
+            strong.max(1).values.mean(),  # strong_confidence
+        ]))
+    columns = torch.stack(rows).cpu().T.tolist()  # one transfer for the whole check
+    return dict(zip(FIGURES, columns))
 
 
 def summarise(figures: dict[str, list[float]]) -> dict[str, Any]:

@@ -146,13 +146,12 @@ def _apply_operations(x: torch.Tensor, op: torch.Tensor, level: torch.Tensor, si
     # Geometric operations: one affine warp, the identity for the other samples. As torchvision: rotations
     # and translations about the image centre (translations truncated to whole pixels), shears about the
     # top-left corner (which also shifts the image), angles counter-clockwise.
-    translations = torch.stack([amount("translate_x", space["translate"] * (1.0 if space["translate_in_pixels"]
-                                                                            else width)),
-                                amount("translate_y", space["translate"] * (1.0 if space["translate_in_pixels"]
-                                                                            else height))], dim=1).trunc()
-    sheared = (chosen("shear_x") | chosen("shear_y")).unsqueeze(1)
-    center = torch.where(sheared, torch.tensor([-0.5, -0.5], device=device, dtype=x.dtype),
-                         torch.tensor([(width - 1) / 2, (height - 1) / 2], device=device, dtype=x.dtype))
+    pixels_x, pixels_y = (1.0, 1.0) if space["translate_in_pixels"] else (width, height)
+    translations = torch.stack([amount("translate_x", space["translate"] * pixels_x),
+                                amount("translate_y", space["translate"] * pixels_y)], dim=1).trunc()
+    sheared = chosen("shear_x") | chosen("shear_y")  # the corner of the top-left pixel is at (-0.5, -0.5)
+    center = torch.stack([torch.where(sheared, -0.5, (width - 1) / 2),
+                          torch.where(sheared, -0.5, (height - 1) / 2)], dim=1).to(x.dtype)
     matrix = kornia.geometry.transform.get_affine_matrix2d(
         translations, center, torch.ones(n, 2, device=device, dtype=x.dtype), -amount("rotate", space["rotate"]),
         torch.atan(amount("shear_x", space["shear"])), torch.atan(amount("shear_y", space["shear"])))
