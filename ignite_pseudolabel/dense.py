@@ -90,7 +90,8 @@ def cutmix_boxes(
     height, width = size
     u = torch.rand(batch_size, 5, device=device, generator=generator)
     box_area = (low + (high - low) * u[:, 0]) * height * width
-    log_ratio = torch.log(torch.tensor(ratio, device=u.device)) * (1 - 2 * u[:, 1])
+    # log(ratio) as a float32 number on the host: no copy to the device per call
+    log_ratio = float(torch.log(torch.tensor(ratio))) * (1 - 2 * u[:, 1])
     aspect = torch.exp(log_ratio)  # height / width
     box_h = torch.sqrt(box_area * aspect).round().clamp(1, height)
     box_w = torch.sqrt(box_area / aspect).round().clamp(1, width)
