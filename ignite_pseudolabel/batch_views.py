@@ -15,7 +15,10 @@ and crops are kornia's augmentations and the RandAugment / TrivialAugment operat
 image functions, one operation drawn per sample and per round, each giving torchvision's image for the
 same operation and magnitude (shears about the top-left corner, whole-pixel translations, results
 truncated to the 8-bit grid; tested operation by operation); with the ``torchvision`` backend (the
-fallback when kornia is absent) the torchvision transforms run once per image, on the device.
+fallback when kornia is absent) the torchvision transforms run once per image, on the device, drawing
+their random parameters in :class:`~ignite_pseudolabel.WeakStrongViews`' order: with
+:class:`~ignite_pseudolabel.device_data.DeviceBatches` in place of a ``DataLoader`` over
+``WeakStrongViews``, a seeded run is the per-image run exactly, on CPU (tested).
 """
 
 from __future__ import annotations
@@ -315,6 +318,12 @@ class BatchViews:
         else:
             raise TypeError(f"BatchViews expects a raw batch: a uint8 image tensor (N, C, H, W) or a RawBatch "
                             f"(images, sample_index), but given a {type(batch).__name__}")
+        if self.backend == "torchvision":
+            # image by image, weak then strong: WeakStrongViews' order of random draws, so that this data path
+            # (e.g. DeviceBatches + BatchViews) trains exactly as the per-image one given the same seed
+            weak, strong = self._per_image
+            pairs = [(weak(image), strong(image)) for image in self._check(images)]
+            return Views(torch.stack([w for w, _ in pairs]), torch.stack([s for _, s in pairs]), index)
         return Views(self.weak(images), self.strong(images), index)
 
     def weak(self, images: torch.Tensor) -> torch.Tensor:

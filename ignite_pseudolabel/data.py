@@ -83,8 +83,9 @@ class _Stream:
             if sampler.generator is None:
                 sampler.generator = torch.Generator()
             sampler.generator.manual_seed(seed)
-            if isinstance(self.iterable, DataLoader):
-                self.iterable.generator = sampler.generator
+            iterable: Any = self.iterable
+            if hasattr(iterable, "generator"):  # a DataLoader or DeviceBatches: the pass's base-seed draw too
+                iterable.generator = sampler.generator
 
     def next_or_none(self) -> Any:
         """The next item, or ``None`` while the pseudo-labeled set is empty."""

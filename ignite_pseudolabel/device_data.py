@@ -11,6 +11,7 @@ Batch order comes from an ordinary sampler (a ``RandomSampler`` by default, a
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from typing import Any, Callable
 
@@ -50,15 +51,22 @@ class DeviceBatches:
         drop_last: leave out the last batch when it is smaller than ``batch_size``.
         sampler: the order of the positions, e.g. a ``DistributedSampler`` (default: from ``shuffle``).
         return_index: yield :class:`~ignite_pseudolabel.batch_views.RawBatch` (only with one tensor).
-        generator: the generator of the default ``RandomSampler`` (default: one draw from torch's global
-            generator per pass, as a ``DataLoader`` does).
+        generator: as a ``DataLoader``'s: the generator of the default ``RandomSampler``, and the one that
+            gives every pass the draw a ``DataLoader`` takes for its workers' base seed (default: torch's
+            global generator). ``DeviceBatches`` in place of a ``DataLoader`` with the same ``shuffle``,
+            ``sampler`` and ``generator`` therefore yields the same order and leaves every generator
+            where the ``DataLoader`` would.
 
     Examples:
         >>> images = torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1)
         >>> batches = DeviceBatches(images, batch_size=4, return_index=True,
         ...                         generator=torch.Generator().manual_seed(0))
         >>> [b.sample_index.tolist() for b in batches]
-        [[4, 1, 7, 5], [3, 9, 0, 8], [6, 2]]
+        [[3, 7, 5, 2], [0, 8, 1, 6], [9, 4]]
+        >>> from torch.utils.data import DataLoader  # the order of a DataLoader with the same generator
+        >>> [b.tolist() for b in DataLoader(range(10), batch_size=4, shuffle=True,
+        ...                                 generator=torch.Generator().manual_seed(0))]
+        [[3, 7, 5, 2], [0, 8, 1, 6], [9, 4]]
         >>> labeled = DeviceBatches(images, torch.arange(10) % 2, batch_size=5, shuffle=False)
         >>> [y.tolist() for _, y in labeled]
         [[0, 1, 0, 1, 0], [1, 0, 1, 0, 1]]
@@ -102,6 +110,7 @@ class DeviceBatches:
             positions = range(len(tensors[0]))
             sampler = RandomSampler(positions, generator=generator) if shuffle else SequentialSampler(positions)
         self.sampler = sampler
+        self.generator = generator
 
     @property
     def device(self) -> torch.device:
@@ -113,19 +122,34 @@ class DeviceBatches:
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self) -> Iterator[Any]:
-        order = torch.as_tensor(list(iter(self.sampler)), dtype=torch.int64)
+        # As a DataLoader's iterator: one draw (its workers' base seed) when it is created, the sampler's shuffle
+        # at the first batch. Swapping a DataLoader for DeviceBatches then changes no random stream (e.g. a
+        # generator shared with the labeled loader, or the global one that augmentations and dropout use).
+        positions = iter(self.sampler)
+        torch.empty((), dtype=torch.int64).random_(generator=self.generator)
+        return self._batches(positions)
+
+    def _batches(self, positions: Iterator[int]) -> Iterator[Any]:
+        order = torch.as_tensor(list(itertools.islice(positions, len(self.sampler))),  # type: ignore[arg-type]
+                                dtype=torch.int64)
         if self.device.type == "cuda":  # one asynchronous copy per pass: the host does not wait for it
             order = order.pin_memory()
         order = order.to(self.device, non_blocking=True)
-        for start in range(0, len(self) * self.batch_size, self.batch_size):
-            index = order[start:start + self.batch_size]
-            rows = [t.index_select(0, index) for t in self.tensors]
-            if self.return_index:
-                yield RawBatch(rows[0], index)
-            elif len(rows) == 1:
-                yield rows[0]
-            else:
-                yield tuple(rows)
+        full = len(order) // self.batch_size
+        for start in range(0, full * self.batch_size, self.batch_size):
+            yield self._rows(order[start:start + self.batch_size])
+        # The sampler's own end of pass, where a DataLoader reaches it: after the last full batch (a
+        # RandomSampler takes one more, empty, permutation from its generator there).
+        for _ in positions:
+            pass
+        if not self.drop_last and len(order) > full * self.batch_size:
+            yield self._rows(order[full * self.batch_size:])
+
+    def _rows(self, index: torch.Tensor) -> Any:
+        rows = [t.index_select(0, index) for t in self.tensors]
+        if self.return_index:
+            return RawBatch(rows[0], index)
+        return rows[0] if len(rows) == 1 else tuple(rows)
 
     def pseudo_loader_fn(self, batch_size: int | None = None, **kwargs: Any) -> Callable[[Any], DeviceBatches]:
         """A ``loader_fn`` for :class:`~ignite_pseudolabel.SemiSupervisedLoader` over mined pseudo-labels.

@@ -8,8 +8,9 @@ import pytest
 import torch
 from ignite.engine import Events, create_supervised_trainer
 from torch import nn
+from torch.utils.data import DataLoader
 
-from ignite_pseudolabel.augment import weak_strong_transforms
+from ignite_pseudolabel.augment import WeakStrongViews, weak_strong_transforms
 from ignite_pseudolabel.batch import SemiSupervisedBatch, Views, prepare_semi_supervised_batch
 from ignite_pseudolabel.batch_views import BatchViews, RawBatch
 from ignite_pseudolabel.data import SemiSupervisedLoader
@@ -240,16 +241,70 @@ def test_without_kornia_auto_falls_back_to_torchvision_and_kornia_says_how_to_in
         BatchViews("digits", backend="kornia")
 
 
-def test_torchvision_backend_is_the_per_image_transforms():
+def test_torchvision_backend_is_the_per_image_transforms_in_weak_strong_views_order():
     views = digits("torchvision", strength="fixmatch")
     weak, strong = weak_strong_transforms("digits", mean=(0.5,), std=(0.5,), strength="fixmatch")
     x = images(3)
     torch.manual_seed(1)
-    got = views(x)
+    got = views(RawBatch(x, torch.tensor([4, 5, 6])))
     torch.manual_seed(1)
-    expected_weak = torch.stack([weak(i) for i in x])
-    expected_strong = torch.stack([strong(i) for i in x])
-    assert torch.equal(got.weak, expected_weak) and torch.equal(got.strong, expected_strong)
+    expected = [WeakStrongViews(x, weak, strong)[i] for i in range(3)]  # image by image, weak then strong
+    assert torch.equal(got.weak, torch.stack([e.weak for e in expected]))
+    assert torch.equal(got.strong, torch.stack([e.strong for e in expected]))
+    assert got.sample_index.tolist() == [4, 5, 6]
+    torch.manual_seed(1)
+    labeled = views.weak(x)  # a labeled batch: weak views only
+    torch.manual_seed(1)
+    assert torch.equal(labeled, torch.stack([weak(i) for i in x]))
+
+
+class WeaklyAugmented(torch.utils.data.Dataset):
+    """Labeled (weak view, label) pairs, one image at a time, as a per-image pipeline makes them."""
+
+    def __init__(self, x, y, weak):
+        self.x, self.y, self.weak = x, y, weak
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return self.weak(self.x[i]), self.y[i]
+
+
+def per_image_or_batched_run(batched):
+    """FixMatch from the same seed, on a DataLoader over WeakStrongViews or on DeviceBatches + BatchViews."""
+    torch.manual_seed(0)
+    x, y = images(44, seed=5), torch.arange(44) % 4
+    weak, strong = weak_strong_transforms("digits", mean=(0.5,), std=(0.5,), strength="fixmatch")
+    shuffle = torch.Generator().manual_seed(3)  # shared by both streams, as a run with one seed often does
+    labeled = DataLoader(WeaklyAugmented(x[:8], y[:8], weak), batch_size=4, shuffle=True, generator=shuffle)
+    if batched:
+        unlabeled = DeviceBatches(x[8:], batch_size=8, drop_last=True, return_index=True, generator=shuffle)
+        views = digits("torchvision", strength="fixmatch")
+    else:
+        unlabeled = DataLoader(WeakStrongViews(x[8:], weak, strong), batch_size=8, shuffle=True, drop_last=True,
+                               generator=shuffle)
+        views = None
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, stride=2), nn.ReLU(), nn.Dropout(0.2), nn.Flatten(),
+                          nn.Linear(4 * 13 * 13, 4))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    loss = PseudoLabelLoss(0.3, alpha=1.0, views=views)
+    trainer = create_supervised_trainer(model, optimizer, loss, prepare_batch=loss.prepare_batch)
+    loss.attach(trainer)
+    losses = []
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: losses.append(e.state.output))
+    # 2 labeled batches per epoch; the unlabeled stream starts a new pass every 4 iterations
+    trainer.run(SemiSupervisedLoader(labeled, unlabeled=unlabeled), max_epochs=5)
+    return losses, model
+
+
+def test_device_batches_with_torchvision_views_train_exactly_as_the_per_image_path():
+    # Same shuffles (a generator shared by both streams), same random draws for the views, so the same run:
+    # the batched data path (DeviceBatches, views made in prepare_batch) changes nothing but the speed.
+    per_image_losses, per_image_model = per_image_or_batched_run(batched=False)
+    batched_losses, batched_model = per_image_or_batched_run(batched=True)
+    assert len(per_image_losses) == 10 and per_image_losses == batched_losses
+    assert all(torch.equal(p, q) for p, q in zip(per_image_model.parameters(), batched_model.parameters()))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

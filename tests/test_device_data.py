@@ -3,7 +3,7 @@
 import pytest
 import torch
 from torch import nn
-from torch.utils.data import DistributedSampler
+from torch.utils.data import DataLoader, DistributedSampler
 
 from ignite_pseudolabel.batch_views import RawBatch
 from ignite_pseudolabel.data import SemiSupervisedLoader
@@ -52,6 +52,32 @@ def test_distributed_sampler_gives_each_rank_its_shard():
         assert len(batches) == 2
         shards.append(torch.cat(list(batches)))
     assert sorted(torch.cat(shards).tolist()) == list(range(12))
+
+
+@pytest.mark.parametrize("drop_last", [True, False])
+@pytest.mark.parametrize("own_generator", [True, False])
+def test_draws_from_the_generators_exactly_as_a_dataloader(drop_last, own_generator):
+    """Same batches, and every generator left where a DataLoader leaves it, batch after batch and pass after pass."""
+    x = torch.arange(10)
+
+    def draws(make):
+        torch.manual_seed(0)
+        generator = torch.Generator().manual_seed(1) if own_generator else None
+        loader = make(generator)
+        seen = []
+        for _ in range(2):
+            for batch in loader:
+                index = batch.sample_index if isinstance(batch, RawBatch) else batch
+                # the state of the generator(s) a shared stream would draw from next
+                seen.append((index.tolist(), torch.get_rng_state(), generator.get_state() if generator else None))
+        return seen
+
+    dataloader = draws(lambda g: DataLoader(x, batch_size=4, shuffle=True, drop_last=drop_last, generator=g))
+    device = draws(lambda g: DeviceBatches(x, batch_size=4, drop_last=drop_last, return_index=True, generator=g))
+    assert len(dataloader) == len(device) == (4 if drop_last else 6)
+    for (order, global_state, state), (order_, global_state_, state_) in zip(dataloader, device):
+        assert order == order_ and torch.equal(global_state, global_state_)
+        assert state is None or torch.equal(state, state_)
 
 
 def order_of(loader, n):
