@@ -420,8 +420,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--views", choices=("per-image", "batch", "batch-torchvision"), default="per-image",
                    help="fixmatch, best: unlabeled views per image in the DataLoader (WeakStrongViews), or of whole "
                         "batches on the device (DeviceBatches + BatchViews, kornia; batch-torchvision: the same data "
-                        "path with BatchViews' torchvision backend, the per-image transforms); labeled batches are "
-                        "the same")
+                        "path with BatchViews' torchvision backend, the per-image transforms, which draws what the "
+                        "per-image path draws and so reproduces its runs); labeled batches are the same")
     p.add_argument("--ema-momentum", type=float, default=0.002,
                    help="best: EMA momentum, Ignite's convention: the weight of the model in each update")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")

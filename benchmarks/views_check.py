@@ -10,7 +10,9 @@ each data path, exactly as ``loss.prepare_batch`` builds them for the trainer:
 * ``batch``: :class:`~ignite_pseudolabel.device_data.DeviceBatches` of raw ``uint8`` images and
   ``PseudoLabelLoss(views=BatchViews(..., backend="kornia"))``;
 * ``batch-torchvision``: the same data path with ``BatchViews``' torchvision backend (the per-image
-  transforms, applied in ``prepare_batch``).
+  transforms, applied in ``prepare_batch``). It draws exactly what the per-image path draws (the same
+  shuffles, the same random parameters), so its figures are the per-image ones: a check of the batched
+  data path itself.
 
 For every path it reports, over ``--batches`` batches of ``--seeds`` seeds, what FixMatch's loss
 sees: the model's accuracy on the weak and the strong views (against the held-back labels), how
@@ -124,6 +126,11 @@ def summarise(figures: dict[str, list[float]]) -> dict[str, Any]:
     return row
 
 
+def paired_differences(figures: dict[str, list[float]], reference: dict[str, list[float]]) -> dict[str, list[float]]:
+    """Batch by batch, ``figures - reference`` (NaN where either is NaN: no pseudo-label in the batch)."""
+    return {name: [a - b for a, b in zip(figures[name], reference[name], strict=True)] for name in FIGURES}
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = common.argument_parser(__doc__)
     parser.add_argument("--dataset", choices=DATASETS, default="mnist5k")
@@ -149,17 +156,30 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     data = {"x_l": train_x[split.labeled], "y_l": train_y[split.labeled], "x_u": train_x[split.unlabeled],
             "y_u": train_y[split.unlabeled], "weak": weak, "strong": strong}
     model = pretrain(data, args, device)
-    rows = []
+    rows, per_path = [], {}
     for path in args.paths:
         figures: dict[str, list[float]] = {name: [] for name in FIGURES}
         for seed in args.seeds:
             for name, values in score(model, path, data, args, seed, device).items():
                 figures[name].extend(values)
+        per_path[path] = figures
         rows.append({"path": path, **summarise(figures)})
+    # Every path draws the same shuffles, so batch i of every path holds the same images: differences taken
+    # batch by batch against the first path measure the views alone, without the sampling noise of the images.
+    reference = args.paths[0]
+    differences = [{"path": f"{path} - {reference}",
+                    **summarise(paired_differences(per_path[path], per_path[reference]))} for path in args.paths[1:]]
+    for row, difference in zip(rows[1:], differences):
+        row["paired_difference"] = difference
     report["result"] = rows
+    count = args.batches * len(args.seeds)
     common.print_table(rows, ["path", *FIGURES], title=f"{args.dataset}: figures of one frozen model on the batches "
-                                                        f"of each path (mean over {args.batches * len(args.seeds)} "
-                                                        "batches; standard errors in the JSON)")
+                                                        f"of each path (mean over {count} batches; standard errors in "
+                                                        "the JSON)")
+    if differences:
+        common.print_table(differences, ["path", *FIGURES], title=f"differences on the same images, batch by batch "
+                                                                  f"(mean over {count} batches; standard errors in "
+                                                                  "the JSON)")
     common.write_json(out, report)
     print(f"\nwritten: {out}")
     return report

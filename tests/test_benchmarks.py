@@ -79,6 +79,13 @@ def test_views_check_scores_every_data_path_with_one_model(tmp_path):
             assert 0.0 <= row[name] <= 1.0 and row[f"{name}_se"] >= 0.0, (row["path"], name)
     # the same frozen model and the same weak transform: the weak views score alike on every path
     assert max(r["weak_confidence"] for r in rows) - min(r["weak_confidence"] for r in rows) < 0.05
+    # the batched data path with the per-image transforms draws what the per-image path draws: the same figures
+    per_image, batch_torchvision = ({k: v for k, v in row.items() if k not in ("path", "paired_difference")}
+                                    for row in (rows[0], rows[2]))
+    assert json.dumps(per_image) == json.dumps(batch_torchvision)  # (NaN included)
+    # differences batch by batch, on the same images: none for that path
+    assert rows[1]["paired_difference"]["path"] == "batch - per-image" and "paired_difference" not in rows[0]
+    assert rows[2]["paired_difference"]["strong_confidence"] == 0.0 == rows[2]["paired_difference"]["agreement"]
 
 
 def test_train_step_benchmark_reports_a_ratio(tmp_path):
