@@ -111,6 +111,14 @@ def test_loader_seed_makes_every_pass_a_function_of_the_seed_and_resume_continue
     assert order_of(resumed, 4) == first[6:10]
 
 
+def test_loader_seed_also_seeds_the_base_seed_draw_so_the_global_generator_is_untouched():
+    # As for a DataLoader: with SemiSupervisedLoader(seed=...) every pass draws from the seeded generator only
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    order_of(make_loader(5), 10)  # 3 labeled and 4 unlabeled batches a pass: several passes of both
+    assert torch.equal(torch.get_rng_state(), before)
+
+
 def test_pseudo_loader_fn_draws_mined_rows_from_the_device_tensor():
     torch.manual_seed(0)
     images = torch.randint(0, 256, (30, 1, 4, 4), dtype=torch.uint8)
