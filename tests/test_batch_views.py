@@ -200,6 +200,104 @@ def test_each_batched_operation_is_torchvisions(policy, channels):
                 assert (got - expected).abs().mean() < 0.01, (name, level, sign)
 
 
+def _chi_square(counts, probabilities):
+    """Pearson's statistic of observed ``counts`` (a Counter) against ``probabilities`` (a dict over all cells)."""
+    total = sum(counts.values())
+    assert set(counts) <= set(probabilities), set(counts) - set(probabilities)  # no draw outside the support
+    return sum((counts[cell] - total * p) ** 2 / (total * p) for cell, p in probabilities.items())
+
+
+def _uniform(cells):
+    return {cell: 1 / len(cells) for cell in cells}
+
+
+def _plausible(statistic, cells):
+    """Within 5 standard deviations of the chi-square mean (fixed seeds: a wrong range or a biased draw is far out)."""
+    df = cells - 1
+    return statistic < df + 5 * (2 * df) ** 0.5
+
+
+def _coordinates(channels, side=28):
+    """uint8 images whose pixels encode their own row and column (+1, so that the zero fill differs), x 8."""
+    grid = torch.arange(1, side + 1, dtype=torch.uint8) * 8
+    rows, cols = grid.view(-1, 1).expand(side, side), grid.view(1, -1).expand(side, side)
+    return torch.stack([rows, cols, torch.zeros_like(rows)][:channels])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_weak_views_draw_their_shifts_crops_and_flips_as_torchvision(backend):
+    """The weak views' parameters have torchvision's distributions, cell by cell: digits shift by a whole
+    number of pixels uniform in [-3, 3] (``round(U(-3.5, 3.5))``) on each axis; natural images flip with
+    probability 1/2 and are cropped at one of the 7 x 7 offsets of the 3-pixel reflect padding, uniformly."""
+    from collections import Counter
+
+    needs(backend)
+    n = 4900 if backend == "kornia" else 980  # the torchvision backend runs image by image
+    torch.manual_seed(0)
+    shifted = BatchViews("digits", mean=(0.0,) * 2, std=(1.0,) * 2, backend=backend).weak(
+        _coordinates(2).expand(n, -1, -1, -1).contiguous())
+    source = (shifted[:, :, 14, 14] * 255 / 8).round().long() - 1  # the source row and column of the centre
+    shifts = Counter(zip((14 - source[:, 0]).tolist(), (14 - source[:, 1]).tolist()))
+    assert _plausible(_chi_square(shifts, _uniform([(dy, dx) for dy in range(-3, 4) for dx in range(-3, 4)])), 49)
+
+    torch.manual_seed(1)
+    image = _coordinates(3)
+    cropped = BatchViews("natural", size=28, mean=(0.0,) * 3, std=(1.0,) * 3, backend=backend).weak(
+        image.expand(n, -1, -1, -1).contiguous())
+    cropped = (cropped * 255).round().to(torch.uint8)
+    padded = torch.nn.functional.pad(image.unsqueeze(0).float(), (3, 3, 3, 3), mode="reflect")[0].to(torch.uint8)
+    candidates = {(flip, top, left): (padded.flip(-1) if flip else padded)[:, top:top + 28, left:left + 28]
+                  for flip in (False, True) for top in range(7) for left in range(7)}
+    keys = list(candidates)
+    matches = (cropped.unsqueeze(1) == torch.stack(list(candidates.values())).unsqueeze(0)).flatten(2).all(2)
+    assert (matches.sum(1) == 1).all()  # every view is exactly one flip and crop of the image
+    draws = Counter(keys[i] for i in matches.float().argmax(1).tolist())
+    assert _plausible(_chi_square(draws, _uniform(keys)), len(keys))
+
+
+def test_strong_views_draw_operations_magnitudes_signs_and_cutouts_as_torchvision(monkeypatch):
+    """The kornia backend's RandAugment rounds and Cutout draw as ``weak_strong_transforms(strength="fixmatch")``
+    does: per round an operation uniform among torchvision's 14 and a magnitude bin uniform in 0..30 with a
+    fair sign; a Cutout side of ``round(28 * 0.5 * k / 16)`` for k uniform in 1..16, placed uniformly."""
+    from collections import Counter
+
+    pytest.importorskip("kornia")
+    from ignite_pseudolabel import batch_views
+
+    draws = Counter()
+    apply = batch_views._apply_operations
+
+    def record(x, op, level, sign, space):
+        draws.update(zip(op.tolist(), (level * 30).round().long().tolist(), sign.tolist()))
+        return apply(x, op, level, sign, space)
+
+    monkeypatch.setattr(batch_views, "_apply_operations", record)
+    n = 6000
+    torch.manual_seed(0)
+    strong = BatchViews("digits", mean=(0.5,), std=(0.5,), strength="fixmatch", backend="kornia").strong(
+        torch.full((n, 1, 28, 28), 255, dtype=torch.uint8))
+    cells = [(op, level, sign) for op in range(14) for level in range(31) for sign in (-1.0, 1.0)]
+    assert sum(draws.values()) == 2 * n  # two rounds
+    assert _plausible(_chi_square(draws, _uniform(cells)), len(cells))
+    for position, support in enumerate((range(14), range(31), (-1.0, 1.0))):  # and each factor on its own
+        marginal = Counter()
+        for cell, count in draws.items():
+            marginal[cell[position]] += count
+        assert _plausible(_chi_square(marginal, _uniform(list(support))), len(support))
+
+    erased = strong[:, 0] == 0  # with mean = std = 0.5 only the erased patch is exactly 0
+    side = erased.any(2).sum(1)
+    sides = [round(28 * 0.5 * k / 16) for k in range(1, 17)]
+    expected = {s: sides.count(s) / 16 for s in sides}
+    assert _plausible(_chi_square(Counter(side.tolist()), expected), len(expected))
+    top = erased.any(2).float().argmax(1)
+    left = erased.any(1).float().argmax(1)
+    # given its side, the patch's top-left corner is uniform over the 28 - side + 1 places that fit
+    for corner in (top, left):
+        relative = corner.float() / (28 - side).float()
+        assert abs(relative.mean() - 0.5) < 0.02 and corner.min() == 0 and (corner == 28 - side).any()
+
+
 def test_every_sample_draws_its_own_randaugment_operation():
     pytest.importorskip("kornia")
     from ignite_pseudolabel.batch_views import _BatchRandAugment
