@@ -20,9 +20,16 @@ often their predictions agree, the share of pseudo-labels above ``--tau`` (mask 
 accuracy, and the confidence on both views, each with its standard error. Equal figures (within a
 few standard errors) mean the recipe receives the same training signal from both paths.
 
+With ``--operation-images N`` it also compares kornia's RandAugment operations with torchvision's one by
+one, paired: each of N unlabeled images gets one random magnitude bin and sign per operation, and the
+same operation at the same magnitude is applied by ``BatchViews``' kornia backend and by torchvision's
+own ``RandAugment`` code. It reports the share of pixels that differ by more than one grey level and
+the frozen model's accuracy on both outputs, with their paired difference: where the training runs
+cannot tell a difference of a few tenths of a point from chance, this finds one operation that differs.
+
 Usage:
     python -m benchmarks.views_check --dataset fashion-mnist --data-root /usr/share/datasets/fashion-mnist \\
-        --per-class 100 --threads 1
+        --per-class 100 --threads 1 --operation-images 8000
 """
 
 from __future__ import annotations
@@ -38,7 +45,8 @@ from torch.utils.data import DataLoader
 import ignite_pseudolabel as ipl
 from benchmarks import common
 from benchmarks.accuracy import batch_views_for, transforms_for
-from examples.mnist import DATASETS, Images, Net, load_data
+from examples.mnist import DATASETS, STATS, Images, Net, load_data
+from ignite_pseudolabel.augment import MAX_MAGNITUDE as MAX_BIN
 from ignite_pseudolabel.device_data import DeviceBatches
 
 PATHS = ("per-image", "batch", "batch-torchvision")
@@ -117,6 +125,59 @@ def score(model: nn.Module, path: str, data: dict[str, Any], args: Any, seed: in
     return dict(zip(FIGURES, columns))
 
 
+#: torchvision's names of the RandAugment operations of ``ignite_pseudolabel.batch_views``
+TORCHVISION_NAMES = {"identity": "Identity", "shear_x": "ShearX", "shear_y": "ShearY", "translate_x": "TranslateX",
+                     "translate_y": "TranslateY", "rotate": "Rotate", "brightness": "Brightness", "color": "Color",
+                     "contrast": "Contrast", "sharpness": "Sharpness", "posterize": "Posterize",
+                     "solarize": "Solarize", "autocontrast": "AutoContrast", "equalize": "Equalize"}
+
+
+@torch.no_grad()
+def compare_operations(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, stats: tuple[float, float],
+                       seed: int, device: torch.device) -> list[dict[str, Any]]:
+    """Operation by operation, kornia's output and torchvision's on the same ``uint8`` images ``(N, 1, H, W)``
+    at the same random magnitudes and signs: pixel differences and the frozen model's accuracy on both.
+
+    torchvision's side is its ``RandAugment``'s own code for one operation (``_AUGMENTATION_SPACE`` and
+    ``_apply_image_or_video_transform``, private in torchvision 0.2x), so that the reference is exactly
+    what the per-image path runs.
+    """
+    from torchvision.transforms import v2
+
+    from ignite_pseudolabel.batch_views import _OPERATIONS, _SPACES, _apply_operations
+
+    reference = v2.RandAugment()
+    generator = torch.Generator().manual_seed(seed)
+    n, _, height, width = images.shape
+    mean, std = stats
+    rows = []
+    for k, name in enumerate(_OPERATIONS):
+        bins = torch.randint(MAX_BIN + 1, (n,), generator=generator)
+        signs = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0)
+        ours = _apply_operations(images.to(device) / 255, torch.full((n,), k, device=device),
+                                 (bins / MAX_BIN).to(device), signs.to(device), _SPACES["randaugment"])
+        magnitudes_fn, signed = reference._AUGMENTATION_SPACE[TORCHVISION_NAMES[name]]
+        magnitudes = magnitudes_fn(MAX_BIN + 1, height, width)
+        theirs = []
+        for image, level, sign in zip(images, bins.tolist(), signs.tolist()):
+            magnitude = 0.0 if magnitudes is None else float(magnitudes[level]) * (sign if signed else 1.0)
+            theirs.append(reference._apply_image_or_video_transform(
+                image, TORCHVISION_NAMES[name], magnitude, interpolation=reference.interpolation, fill=reference._fill))
+        theirs_float = (torch.stack(theirs) / 255).to(device)
+        grey_levels = ((ours - theirs_float) * 255).abs().round()
+        correct = [torch.cat([(model((chunk - mean) / std).argmax(1) == y) for chunk, y in
+                              zip(batch.split(1000), targets.to(device).split(1000))]).float()
+                   for batch in (ours, theirs_float)]
+        difference = correct[0] - correct[1]
+        figures = torch.stack([(grey_levels > 1).float().mean() * 100, correct[0].mean() * 100,
+                               correct[1].mean() * 100, difference.mean() * 100,
+                               difference.std() / n**0.5 * 100]).tolist()  # one transfer per operation
+        rows.append({"operation": name, **dict(zip(("pixels_differing_pct", "kornia_accuracy",
+                                                    "torchvision_accuracy", "accuracy_difference",
+                                                    "accuracy_difference_se"), figures))})
+    return rows
+
+
 def summarise(figures: dict[str, list[float]]) -> dict[str, Any]:
     row: dict[str, Any] = {}
     for name, values in figures.items():
@@ -144,10 +205,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--mu", type=int, default=3, help="unlabeled batch size = mu * B")
     parser.add_argument("--tau", type=float, default=0.95, help="confidence threshold of the pseudo-labels")
     parser.add_argument("--strength", choices=("torchvision", "fixmatch"), default="fixmatch")
+    parser.add_argument("--operation-images", type=int, default=0,
+                        help="unlabeled images of the operation-by-operation comparison (0: none; needs kornia)")
     common.add_run_arguments(parser, "benchmarks/results/views_check_<dataset>.json")
     args = parser.parse_args(argv)
     common.require_positive(parser, "--per-class, --batches, --pretrain-steps, --batch-size and --mu",
                             args.per_class, args.batches, args.pretrain_steps, args.batch_size, args.mu)
+    if args.operation_images < 0:
+        parser.error(f"--operation-images should be >= 0 (0: no operation-by-operation comparison), "
+                     f"but given {args.operation_images}")
     device, report = common.start_report("views_check", args)
     out = Path(args.out) if args.out else common.default_out(f"views_check_{args.dataset}")
     train_x, train_y, _, _ = load_data(args.dataset, args.data_root, out.parent / "data")  # as accuracy.py caches
@@ -180,6 +246,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         common.print_table(differences, ["path", *FIGURES], title=f"differences on the same images, batch by batch "
                                                                   f"(mean over {count} batches; standard errors in "
                                                                   "the JSON)")
+    if args.operation_images > 0:
+        count = min(args.operation_images, len(data["x_u"]))
+        operations = compare_operations(model, data["x_u"][:count].unsqueeze(1), data["y_u"][:count],
+                                        STATS[args.dataset], args.seed, device)
+        report["operations"] = operations
+        common.print_table(operations, list(operations[0]), title=f"each operation at the same random magnitudes on "
+                                                                  f"the same {count} images: kornia minus torchvision")
     common.write_json(out, report)
     print(f"\nwritten: {out}")
     return report

@@ -71,8 +71,10 @@ def test_views_check_scores_every_data_path_with_one_model(tmp_path):
     pytest.importorskip("kornia")
     out = tmp_path / "views.json"
     run_script("views_check.py", "--dataset", "mnist5k", "--per-class", 10, "--batches", 2, "--seeds", 1,
-               "--pretrain-steps", 3, "--batch-size", 8, "--mu", 2, "--threads", 2, "--out", out)
-    rows = json.loads(out.read_text())["result"]
+               "--pretrain-steps", 3, "--batch-size", 8, "--mu", 2, "--threads", 2, "--operation-images", 40,
+               "--out", out)
+    report = json.loads(out.read_text())
+    rows = report["result"]
     assert [row["path"] for row in rows] == ["per-image", "batch", "batch-torchvision"]
     for row in rows:
         for name in ("weak_accuracy", "strong_accuracy", "agreement", "mask_rate", "weak_confidence"):
@@ -86,6 +88,14 @@ def test_views_check_scores_every_data_path_with_one_model(tmp_path):
     # differences batch by batch, on the same images: none for that path
     assert rows[1]["paired_difference"]["path"] == "batch - per-image" and "paired_difference" not in rows[0]
     assert rows[2]["paired_difference"]["strong_confidence"] == 0.0 == rows[2]["paired_difference"]["agreement"]
+    # kornia's operations against torchvision's RandAugment code at the same magnitudes: identical images (shears:
+    # a few pixels at nearest-pixel ties), so identical predictions where no pixel differs
+    operations = {row["operation"]: row for row in report["operations"]}
+    assert len(operations) == 14
+    for name, row in operations.items():
+        assert row["pixels_differing_pct"] <= (10.0 if name.startswith("shear") else 0.0), name
+        if row["pixels_differing_pct"] == 0.0:
+            assert row["kornia_accuracy"] == row["torchvision_accuracy"] and row["accuracy_difference"] == 0.0, name
 
 
 def test_train_step_benchmark_reports_a_ratio(tmp_path):
@@ -128,3 +138,4 @@ def test_gpu_check_cpu_smoke(tmp_path):
     assert set(report["sections"]) == {"sync", "train", "fixmatch", "mining", "scaling"}
     text = json.dumps(report["sections"])
     assert '"error"' not in text and "Traceback" not in text, text
+
