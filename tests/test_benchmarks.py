@@ -139,3 +139,38 @@ def test_gpu_check_cpu_smoke(tmp_path):
     text = json.dumps(report["sections"])
     assert '"error"' not in text and "Traceback" not in text, text
 
+
+def _report(path, accuracies, best=None):
+    """An accuracy.py report with one fixmatch run per seed: ``accuracies[seed]`` are its test accuracies at steps
+    10, 20, ... (validation 0.01 higher, mask rate 0.5)."""
+    runs = [{"seed": seed, "test_accuracy": best[seed] if best else tests[-1], "final_test_accuracy": tests[-1],
+             "curve": [{"step": 10 * (i + 1), "test_accuracy": t, "val_accuracy": t + 0.01}
+                       for i, t in enumerate(tests)], "mask_rate": [0.5] * len(tests)}
+            for seed, tests in accuracies.items()]
+    path.write_text(json.dumps({"runs": {"fixmatch": runs}}))
+    return path
+
+
+def test_compare_runs_pairs_seeds_and_steps(tmp_path):
+    a = _report(tmp_path / "a.json", {1: [0.5, 0.6, 0.7, 0.7, 0.7, 0.8], 2: [0.4, 0.5, 0.6, 0.6, 0.6, 0.6],
+                                      3: [0.1] * 6})
+    b = _report(tmp_path / "b.json", {1: [0.52, 0.6, 0.7, 0.7, 0.7, 0.78], 2: [0.44, 0.5, 0.6, 0.6, 0.6, 0.62]},
+                best={1: 0.75, 2: 0.58})
+    out = tmp_path / "diff.json"
+    run_script("compare_runs.py", a, b, "--out", out)
+    result = json.loads(out.read_text())
+    assert result["seeds"] == [1, 2]  # seed 3 has no partner
+    first, last = result["curve"][0], result["curve"][-1]
+    assert first["step"] == 10 and first["test"] == pytest.approx(3.0) and first["test_se"] == pytest.approx(1.0)
+    assert first["val"] == pytest.approx(3.0) and first["mask_rate"] == 0.0
+    assert last["test"] == pytest.approx(0.0) and last["test_se"] == pytest.approx(2.0)
+    summary = result["summary"]
+    assert summary["last"] == pytest.approx(0.0)
+    assert summary["mean_of_last_5"] == pytest.approx(0.0)  # (-2 / 5 + 2 / 5) / 2
+    assert summary["best_validation"] == pytest.approx((-5.0 - 2.0) / 2)
+    assert summary["mean_of_all"] == pytest.approx((0.0 + 6.0 / 6) / 2)
+    # runs evaluated at other steps are not compared
+    _report(b, {1: [0.5] * 5})
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.compare_runs", a, b], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode != 0 and "not evaluated at the same steps" in proc.stderr
