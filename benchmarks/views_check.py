@@ -23,8 +23,8 @@ few standard errors) mean the recipe receives the same training signal from both
 With ``--operation-images N`` it also compares kornia's RandAugment operations with torchvision's one by
 one, paired: each of N unlabeled images gets one random magnitude bin and sign per operation, and the
 same operation at the same magnitude is applied by ``BatchViews``' kornia backend and by torchvision's
-own ``RandAugment`` code. It reports the share of pixels that differ by more than one grey level and
-the frozen model's accuracy on both outputs, with their paired difference: where the training runs
+own ``RandAugment`` code. It reports the share of pixels that differ (at all, and by more than one grey
+level) and the frozen model's accuracy on both outputs, with their paired difference: where the training runs
 cannot tell a difference of a few tenths of a point from chance, this finds one operation that differs.
 
 Usage:
@@ -169,10 +169,12 @@ def compare_operations(model: nn.Module, images: torch.Tensor, targets: torch.Te
                               zip(batch.split(1000), targets.to(device).split(1000))]).float()
                    for batch in (ours, theirs_float)]
         difference = correct[0] - correct[1]
-        figures = torch.stack([(grey_levels > 1).float().mean() * 100, correct[0].mean() * 100,
+        figures = torch.stack([(grey_levels > 0).float().mean() * 100, (grey_levels > 1).float().mean() * 100,
+                               correct[0].mean() * 100,
                                correct[1].mean() * 100, difference.mean() * 100,
                                difference.std() / n**0.5 * 100]).tolist()  # one transfer per operation
-        rows.append({"operation": name, **dict(zip(("pixels_differing_pct", "kornia_accuracy",
+        rows.append({"operation": name, **dict(zip(("pixels_differing_pct", "pixels_differing_by_2_pct",
+                                                    "kornia_accuracy",
                                                     "torchvision_accuracy", "accuracy_difference",
                                                     "accuracy_difference_se"), figures))})
     return rows

@@ -93,7 +93,8 @@ def test_views_check_scores_every_data_path_with_one_model(tmp_path):
     operations = {row["operation"]: row for row in report["operations"]}
     assert len(operations) == 14
     for name, row in operations.items():
-        assert row["pixels_differing_pct"] <= (10.0 if name.startswith("shear") else 0.0), name
+        assert row["pixels_differing_by_2_pct"] <= (10.0 if name.startswith("shear") else 0.0), name
+        assert row["pixels_differing_pct"] >= row["pixels_differing_by_2_pct"]
         if row["pixels_differing_pct"] == 0.0:
             assert row["kornia_accuracy"] == row["torchvision_accuracy"] and row["accuracy_difference"] == 0.0, name
 
