@@ -140,6 +140,8 @@ class Run:
         torch.manual_seed(seed)
         self.generator = torch.Generator().manual_seed(seed)
         self.model = Net().to(device)
+        if args.draw_offset:  # a null control: other random draws (views, dropout), the same split, weights, shuffles
+            torch.manual_seed(seed + args.draw_offset)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=args.lr)
         self.evaluated: nn.Module = self.model
         plain = data["transforms"][0]
@@ -422,6 +424,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         "batches on the device (DeviceBatches + BatchViews, kornia; batch-torchvision: the same data "
                         "path with BatchViews' torchvision backend, the per-image transforms, which draws what the "
                         "per-image path draws and so reproduces its runs); labeled batches are the same")
+    p.add_argument("--draw-offset", type=int, default=0,
+                   help="if not 0, reseed torch's global generator with seed + this after building the model: other "
+                        "draws of the views, augmentations and dropout with the same split, initial weights and "
+                        "shuffles (a null control for comparing data paths with benchmarks.compare_runs)")
     p.add_argument("--ema-momentum", type=float, default=0.002,
                    help="best: EMA momentum, Ignite's convention: the weight of the model in each update")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")

@@ -64,6 +64,12 @@ def test_accuracy_benchmark_validates_at_fixed_steps_and_records_test_curves(tmp
         assert run["final_test_accuracy"] == run["curve"][-1]["test_accuracy"], method  # the model at step 6
         summary = report["summary"][method]
         assert summary["final_test_accuracy_mean"] == run["final_test_accuracy"], method
+    # --draw-offset: the same split, weights and shuffles, other random draws (a null control): other results
+    run_script("accuracy.py", "--dataset", "mnist5k", "--per-class", 10, "--minutes", 0, "--steps", 6,
+               "--warm-start-minutes", 0, "--eval-steps", 3, "--test-curve", "--batch-size", 8, "--mu", 2,
+               "--methods", "fixmatch", "--seeds", 0, "--threads", 2, "--draw-offset", 1000, "--out", out)
+    (redrawn,) = json.loads(out.read_text())["runs"]["fixmatch"]
+    assert redrawn["curve"] != report["runs"]["fixmatch"][0]["curve"]
 
 
 def test_views_check_scores_every_data_path_with_one_model(tmp_path):
