@@ -14,8 +14,10 @@ strengths: with the ``kornia`` backend (``pip install ignite-pseudolabel[fast]``
 and crops are kornia's augmentations and the RandAugment / TrivialAugment operations are kornia's
 image functions, one operation drawn per sample and per round, each giving torchvision's image for the
 same operation and magnitude (shears about the top-left corner, whole-pixel translations, results
-truncated to the 8-bit grid; tested operation by operation); with the ``torchvision`` backend (the
-fallback when kornia is absent) the torchvision transforms run once per image, on the device, drawing
+truncated to the 8-bit grid; tested operation by operation; sharpness may differ by one grey level,
+as kornia does not round the blurred image as torchvision's ``uint8`` path does); with the
+``torchvision`` backend (the fallback when kornia is absent) the torchvision transforms run once per
+image, on the device, drawing
 their random parameters in :class:`~ignite_pseudolabel.WeakStrongViews`' order: with
 :class:`~ignite_pseudolabel.device_data.DeviceBatches` in place of a ``DataLoader`` over
 ``WeakStrongViews``, a seeded run is the per-image run exactly, on CPU (tested).
