@@ -132,6 +132,10 @@ TORCHVISION_NAMES = {"identity": "Identity", "shear_x": "ShearX", "shear_y": "Sh
                      "solarize": "Solarize", "autocontrast": "AutoContrast", "equalize": "Equalize"}
 
 
+OPERATION_FIGURES = ("pixels_differing_pct", "pixels_differing_by_2_pct", "kornia_accuracy", "torchvision_accuracy",
+                     "accuracy_difference", "accuracy_difference_se")
+
+
 @torch.no_grad()
 def compare_operations(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, stats: tuple[float, float],
                        seed: int, device: torch.device) -> list[dict[str, Any]]:
@@ -147,6 +151,7 @@ def compare_operations(model: nn.Module, images: torch.Tensor, targets: torch.Te
     from ignite_pseudolabel.batch_views import _OPERATIONS, _SPACES, _apply_operations
 
     reference = v2.RandAugment()
+    images, targets = images.to(device), targets.to(device)
     generator = torch.Generator().manual_seed(seed)
     n, _, height, width = images.shape
     mean, std = stats
@@ -154,7 +159,7 @@ def compare_operations(model: nn.Module, images: torch.Tensor, targets: torch.Te
     for k, name in enumerate(_OPERATIONS):
         bins = torch.randint(MAX_BIN + 1, (n,), generator=generator)
         signs = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0)
-        ours = _apply_operations(images.to(device) / 255, torch.full((n,), k, device=device),
+        ours = _apply_operations(images / 255, torch.full((n,), k, device=device),
                                  (bins / MAX_BIN).to(device), signs.to(device), _SPACES["randaugment"])
         magnitudes_fn, signed = reference._AUGMENTATION_SPACE[TORCHVISION_NAMES[name]]
         magnitudes = magnitudes_fn(MAX_BIN + 1, height, width)
@@ -166,17 +171,11 @@ def compare_operations(model: nn.Module, images: torch.Tensor, targets: torch.Te
         theirs_float = (torch.stack(theirs) / 255).to(device)
         grey_levels = ((ours - theirs_float) * 255).abs().round()
         correct = [torch.cat([(model((chunk - mean) / std).argmax(1) == y) for chunk, y in
-                              zip(batch.split(1000), targets.to(device).split(1000))]).float()
-                   for batch in (ours, theirs_float)]
+                              zip(batch.split(1000), targets.split(1000))]).float() for batch in (ours, theirs_float)]
         difference = correct[0] - correct[1]
-        figures = torch.stack([(grey_levels > 0).float().mean() * 100, (grey_levels > 1).float().mean() * 100,
-                               correct[0].mean() * 100,
-                               correct[1].mean() * 100, difference.mean() * 100,
-                               difference.std() / n**0.5 * 100]).tolist()  # one transfer per operation
-        rows.append({"operation": name, **dict(zip(("pixels_differing_pct", "pixels_differing_by_2_pct",
-                                                    "kornia_accuracy",
-                                                    "torchvision_accuracy", "accuracy_difference",
-                                                    "accuracy_difference_se"), figures))})
+        figures = torch.stack([(grey_levels > 0).float().mean(), (grey_levels > 1).float().mean(), correct[0].mean(),
+                               correct[1].mean(), difference.mean(), difference.std() / n**0.5]) * 100
+        rows.append({"operation": name, **dict(zip(OPERATION_FIGURES, figures.tolist()))})  # one transfer
     return rows
 
 

@@ -17,8 +17,8 @@ same operation and magnitude (shears about the top-left corner, whole-pixel tran
 truncated to the 8-bit grid; tested operation by operation; sharpness may differ by one grey level,
 as kornia does not round the blurred image as torchvision's ``uint8`` path does); with the
 ``torchvision`` backend (the fallback when kornia is absent) the torchvision transforms run once per
-image, on the device, drawing
-their random parameters in :class:`~ignite_pseudolabel.WeakStrongViews`' order: with
+image, on the device, drawing their random parameters in :class:`~ignite_pseudolabel.WeakStrongViews`'
+order: with
 :class:`~ignite_pseudolabel.device_data.DeviceBatches` in place of a ``DataLoader`` over
 ``WeakStrongViews``, a seeded run is the per-image run exactly, on CPU (tested).
 """
