@@ -14,7 +14,7 @@ from typing import Any, Callable, NamedTuple
 import torch
 from ignite.utils import convert_tensor
 
-__all__ = ["SemiSupervisedBatch", "SemiSupervisedTarget", "Views", "prepare_semi_supervised_batch",
+__all__ = ["RawBatch", "SemiSupervisedBatch", "SemiSupervisedTarget", "Views", "prepare_semi_supervised_batch",
            "zero_non_finite_rows"]
 
 
@@ -42,6 +42,28 @@ class Views(NamedTuple):
 
     weak: Any
     strong: Any
+    sample_index: Any
+
+
+class RawBatch(NamedTuple):
+    """Raw inputs (e.g. ``uint8`` images) and their positions in their dataset, before any augmentation.
+
+    What :class:`~ignite_pseudolabel.device_data.DeviceBatches` yields with ``return_index=True``, and what
+    :class:`~ignite_pseudolabel.batch_views.BatchViews` turns into :class:`Views` (the positions become
+    ``Views.sample_index``). ``DataLoader``'s default collation turns a list of ``RawBatch`` items into
+    one ``RawBatch`` of batched tensors.
+
+    Examples:
+        >>> from torch.utils.data import default_collate
+        >>> batch = default_collate([RawBatch(torch.zeros(2, dtype=torch.uint8), 4),
+        ...                          RawBatch(torch.ones(2, dtype=torch.uint8), 9)])
+        >>> batch.inputs.shape, batch.sample_index
+        (torch.Size([2, 2]), tensor([4, 9]))
+
+    .. versionadded:: 0.3.0
+    """
+
+    inputs: Any
     sample_index: Any
 
 
@@ -266,9 +288,9 @@ def prepare_semi_supervised_batch(
     index = None
     unlabeled = batch.unlabeled
     if views is not None and not isinstance(unlabeled, Views):
-        # raw inputs (a one-element batch, as TensorDataset(x) gives, is unwrapped; a named tuple such as
-        # RawBatch(inputs, sample_index) goes to `views` whole), on the device now: their weak and strong views
-        raw = unlabeled if hasattr(unlabeled, "_fields") else _inputs_of_unlabeled(unlabeled)
+        # raw inputs (a one-element batch, as TensorDataset(x) gives, is unwrapped; a RawBatch(inputs,
+        # sample_index) goes to `views` whole), on the device now: their weak and strong views
+        raw = unlabeled if isinstance(unlabeled, RawBatch) else _inputs_of_unlabeled(unlabeled)
         unlabeled = views(move(raw))
     if isinstance(unlabeled, Views):
         weak, strong, index = move(unlabeled.weak), move(unlabeled.strong), move(unlabeled.sample_index)

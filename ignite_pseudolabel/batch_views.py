@@ -26,41 +26,19 @@ order: with
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
 from ._validation import check_choice, check_float, check_int
 from .augment import CUTOUT_SIDES, MAX_MAGNITUDE, weak_strong_transforms
-from .batch import Views
+from .batch import RawBatch, Views  # RawBatch is defined with the batch types; importable here still
 
-__all__ = ["BatchViews", "RawBatch"]
+__all__ = ["BatchViews"]
 
 _INSTALL_HINT = ("pip install 'ignite-pseudolabel[fast]' (or pip install kornia), or use backend='torchvision' "
                  "(the same transforms, one image at a time)")
-
-
-class RawBatch(NamedTuple):
-    """Raw inputs (e.g. ``uint8`` images) and their positions in their dataset, before any augmentation.
-
-    What :class:`~ignite_pseudolabel.device_data.DeviceBatches` yields with ``return_index=True``, and what
-    :class:`BatchViews` turns into :class:`~ignite_pseudolabel.Views` (the positions become
-    ``Views.sample_index``). ``DataLoader``'s default collation turns a list of ``RawBatch`` items into
-    one ``RawBatch`` of batched tensors.
-
-    Examples:
-        >>> from torch.utils.data import default_collate
-        >>> batch = default_collate([RawBatch(torch.zeros(2, dtype=torch.uint8), 4),
-        ...                          RawBatch(torch.ones(2, dtype=torch.uint8), 9)])
-        >>> batch.inputs.shape, batch.sample_index
-        (torch.Size([2, 2]), tensor([4, 9]))
-
-    .. versionadded:: 0.3.0
-    """
-
-    inputs: Any
-    sample_index: Any
 
 
 def _import_kornia() -> Any:

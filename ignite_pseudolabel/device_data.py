@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import RandomSampler, Sampler, SequentialSampler
 
 from ._validation import check_int
-from .batch_views import RawBatch
+from .batch import RawBatch
 from .datasets import PseudoLabeledDataset
 
 __all__ = ["DeviceBatches"]
@@ -31,7 +31,7 @@ class DeviceBatches:
     Iterating yields, for every ``batch_size`` positions of the sampler's order, the rows of each
     tensor at those positions: the first tensor alone when only one is given (e.g. unlabeled
     ``uint8`` images), else a tuple (e.g. ``(images, labels)``); with ``return_index=True`` a
-    one-tensor batch is a :class:`~ignite_pseudolabel.batch_views.RawBatch` ``(images, positions)``,
+    one-tensor batch is a :class:`~ignite_pseudolabel.batch.RawBatch` ``(images, positions)``,
     which :class:`~ignite_pseudolabel.batch_views.BatchViews` turns into
     :class:`~ignite_pseudolabel.Views` with ``sample_index`` (FlexMatch's per-sample statistics need
     it). The positions of a pass are moved to the device once, at its start.
@@ -50,7 +50,7 @@ class DeviceBatches:
             when ``sampler`` is given.
         drop_last: leave out the last batch when it is smaller than ``batch_size``.
         sampler: the order of the positions, e.g. a ``DistributedSampler`` (default: from ``shuffle``).
-        return_index: yield :class:`~ignite_pseudolabel.batch_views.RawBatch` (only with one tensor).
+        return_index: yield :class:`~ignite_pseudolabel.batch.RawBatch` (only with one tensor).
         generator: as a ``DataLoader``'s: the generator of the default ``RandomSampler``, and the one that
             gives every pass the draw a ``DataLoader`` takes for its workers' base seed (default: torch's
             global generator). ``DeviceBatches`` in place of a ``DataLoader`` with the same ``shuffle``,
