@@ -1,4 +1,4 @@
-"""Statistics shared by the losses, the threshold policies, the alignment and the miner (private).
+"""Statistics and row helpers shared by the losses, the policies, the alignment and the miner (private).
 
 Pure tensor functions with no host synchronisation. The names carry no underscore because the whole
 module is private; siblings import them from here instead of from each other.
@@ -75,3 +75,39 @@ def confident_labels(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, 
     probs, finite = finite_softmax(logits)
     confidence, labels = probs.max(dim=1)
     return torch.where(finite, confidence, 0.0), labels, finite
+
+
+def broadcast_valid(valid: torch.Tensor | None, shape: tuple[int, ...]) -> torch.Tensor | None:
+    """``valid``, ``(N,)`` or ``(N, d1, ...)``, expanded to the predictions' ``shape``, ``(N, d1, ...)``.
+
+    Examples:
+        >>> broadcast_valid(torch.tensor([True, False]), (2, 3)).tolist()
+        [[True, True, True], [False, False, False]]
+    """
+    if valid is None:
+        return None
+    shape = tuple(shape)
+    if not isinstance(valid, torch.Tensor) or valid.dtype != torch.bool or valid.ndim == 0 or \
+            tuple(valid.shape) != shape[: valid.ndim]:
+        given = f"{valid.dtype} of shape {tuple(valid.shape)}" if isinstance(valid, torch.Tensor) else \
+            type(valid).__name__
+        raise ValueError(f"Argument valid should be a bool tensor of shape {shape[:1]} or {shape}, but given "
+                         f"{given}")
+    return valid.view(*valid.shape, *([1] * (len(shape) - valid.ndim))).expand(shape)
+
+
+def restrict(weights: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+    """``weights`` (a ``bool`` mask or float weights) set to False / 0 where ``keep`` is False.
+
+    Examples:
+        >>> restrict(torch.tensor([0.5, 0.9]), torch.tensor([True, False])), restrict(torch.tensor([True]), None)
+        (tensor([0.5000, 0.0000]), tensor([True]))
+    """
+    if keep is None:
+        return weights
+    return weights & keep if weights.dtype == torch.bool else torch.where(keep, weights, 0.0)
+
+
+def used(weights: torch.Tensor) -> torch.Tensor:
+    """The ``bool`` mask of the rows with a positive weight (a ``bool`` mask is returned as it is)."""
+    return weights if weights.dtype == torch.bool else weights > 0

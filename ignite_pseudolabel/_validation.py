@@ -81,6 +81,20 @@ def check_identifier(name: str, value: Any) -> str:
     return value
 
 
+def check_instance(name: str, value: Any, cls: type) -> Any:
+    """``value`` is an instance of ``cls``."""
+    if not isinstance(value, cls):
+        raise TypeError(f"Argument {name} should be a {cls.__name__}, but given {type(value).__name__}")
+    return value
+
+
+def check_callable(name: str, value: Any, what: str = "callable") -> Any:
+    """``value`` is callable; ``what`` describes what is expected, e.g. ``"a model (callable)"``."""
+    if not callable(value):
+        raise TypeError(f"Argument {name} should be {what}, but given {type(value).__name__}")
+    return value
+
+
 def check_engine(name: str, value: Any) -> Any:
     """An ignite ``Engine``."""
     if not isinstance(value, Engine):

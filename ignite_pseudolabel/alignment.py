@@ -62,6 +62,8 @@ class DistributionAlignment(nn.Module):
         The running average starts from the first batch's mean prediction (was: uniform).
     """
 
+    #: what the alignment is called in error messages
+    role = "alignment"
     target: torch.Tensor
     running: torch.Tensor
     initialized: torch.Tensor

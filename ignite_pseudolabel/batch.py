@@ -1,21 +1,31 @@
 """What a semi-supervised batch holds, and how it becomes one forward pass's inputs and target.
 
 The boundary between the data and the loss: :class:`~ignite_pseudolabel.SemiSupervisedLoader`
-yields :class:`SemiSupervisedBatch` objects (whose unlabeled part may be :class:`Views`),
-:func:`.prepare_semi_supervised_batch` concatenates their inputs and builds the
-:class:`.SemiSupervisedTarget` that :class:`~ignite_pseudolabel.PseudoLabelLoss` reads. This module
-depends on torch and Ignite only (no torchvision, no other module of the package).
+yields :class:`SemiSupervisedBatch` objects (whose unlabeled part may be raw inputs, a
+:class:`RawBatch`, :class:`Views` or :class:`DenseViews`), :func:`.prepare_semi_supervised_batch`
+concatenates their inputs and builds the :class:`.SemiSupervisedTarget` that the loss reads. This
+module depends on torch and Ignite only (no torchvision, no other module of the package).
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Callable, NamedTuple
 
 import torch
 from ignite.utils import convert_tensor
 
-__all__ = ["RawBatch", "SemiSupervisedBatch", "SemiSupervisedTarget", "Views", "prepare_semi_supervised_batch",
-           "zero_non_finite_rows"]
+__all__ = ["DenseViews", "RawBatch", "SemiSupervisedBatch", "SemiSupervisedTarget", "Views",
+           "prepare_semi_supervised_batch", "zero_non_finite_rows"]
+
+
+def _deprecated_alias(old: str, new: str) -> property:
+    def get(self: Any) -> Any:
+        warnings.warn(f"{type(self).__name__}.{old} is deprecated and will be removed in 0.4: use {new}",
+                      DeprecationWarning, stacklevel=2)
+        return getattr(self, new)
+
+    return property(get, doc=f"Deprecated name of :attr:`{new}` (removed in 0.4).")
 
 
 class Views(NamedTuple):
@@ -67,6 +77,37 @@ class RawBatch(NamedTuple):
     sample_index: Any
 
 
+class DenseViews(NamedTuple):
+    """Pixel-aligned weak and strong views of unlabeled images, with their valid masks and positions.
+
+    What :class:`~ignite_pseudolabel.dense.DenseWeakStrongViews` yields (collated by a ``DataLoader``)
+    and :func:`prepare_semi_supervised_batch` reads: ``weak``, ``strong`` and ``sample_index`` as in
+    :class:`Views`, plus the per-pixel ``valid`` mask and ``held_back_targets``, which go into the
+    target's ``unlabeled_valid`` and ``held_back_targets``.
+
+    Attributes:
+        weak: the weak view (shared geometry only).
+        strong: the strong view: the weak view's pixels with photometric changes (and Cutout).
+        valid: ``bool`` mask, False for the pixels the geometry brought in from outside the image
+            (padding): they are never trained on and never enter threshold statistics. It is not
+            the labels' ignore value: an unlabeled image has no labels.
+        sample_index: the position of the image in its dataset.
+        held_back_targets: the image's held-back true label map moved with the same geometry (padding
+            set to the ignore value), for measuring pseudo-label accuracy only; an empty tensor when
+            there is none.
+
+    .. versionadded:: 0.3.0
+    """
+
+    weak: Any
+    strong: Any
+    valid: Any
+    sample_index: Any
+    held_back_targets: Any
+
+    held_back = _deprecated_alias("held_back", "held_back_targets")
+
+
 class SemiSupervisedBatch(NamedTuple):
     """What :class:`~ignite_pseudolabel.SemiSupervisedLoader` yields: a labeled batch and at most one other batch.
 
@@ -86,47 +127,84 @@ class SemiSupervisedBatch(NamedTuple):
     pseudo: Any = None
 
 
-class SemiSupervisedTarget(NamedTuple):
+class _TargetFields(NamedTuple):
+    labels: torch.Tensor
+    pseudo_labels: torch.Tensor | None = None
+    num_views: int = 1
+    sample_index: torch.Tensor | None = None
+    teacher_logits: torch.Tensor | None = None
+    unlabeled_valid: torch.Tensor | None = None
+    held_back_targets: torch.Tensor | None = None
+    mix: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+
+_RENAMED = {"views": "num_views", "unlabeled_targets": "held_back_targets"}  # old name -> new name (0.3)
+
+
+def _renamed(fields: dict[str, Any]) -> dict[str, Any]:
+    for old, new in _RENAMED.items():
+        if old in fields:
+            warnings.warn(f"SemiSupervisedTarget({old}=...) is deprecated and will be removed in 0.4: use {new}=...",
+                          DeprecationWarning, stacklevel=3)
+            fields[new] = fields.pop(old)
+    return fields
+
+
+class SemiSupervisedTarget(_TargetFields):
     """The target that :func:`.prepare_semi_supervised_batch` pairs with the concatenated inputs.
 
     The first ``labels.shape[0]`` rows of the predictions are the labeled samples. The remaining rows
     are pseudo-labeled (their labels are ``pseudo_labels``) or unlabeled; for unlabeled rows the
     pseudo-labels come from ``teacher_logits`` when given, else from the predictions themselves:
-    with ``views == 1`` every unlabeled row is both source and student (Lee 2013); with
-    ``views == 2`` the first half of the rows is the weak view (the source) and the second half the
-    strong view (the student), as in FixMatch.
+    with ``num_views == 1`` every unlabeled row is both source and student (Lee 2013); with
+    ``num_views == 2`` the first half of the rows is the weak view (the source) and the second half
+    the strong view (the student), as in FixMatch.
 
     Attributes:
         labels: labels of the labeled rows.
         pseudo_labels: mined pseudo-labels of the other rows, or ``None``.
-        views: 1 or 2, see above.
+        num_views: 1 or 2, see above.
         sample_index: positions of the unlabeled samples in their dataset (from :class:`Views`), or ``None``.
         teacher_logits: a teacher's (e.g. an EMA model's) logits for the unlabeled samples, or ``None``.
         unlabeled_valid: which unlabeled or pseudo-labeled predictions may be used at all, or ``None``
             (all): a ``bool`` tensor of shape ``(M,)``, one entry per sample (broadcast over the
             elements of dense predictions), or ``(M, d1, ...)``, one per element. ``M`` is the number
-            of unlabeled or pseudo-labeled samples: with ``views == 2``, the rows of one view (an
+            of unlabeled or pseudo-labeled samples: with ``num_views == 2``, the rows of one view (an
             entry describes both views of its sample). :func:`prepare_semi_supervised_batch` sets it
-            to False for the samples whose inputs held a NaN or an infinity (replaced by zeros);
-            :class:`~ignite_pseudolabel.PseudoLabelLoss` leaves them out of the pseudo term and of
-            its statistics.
-        unlabeled_targets: held-back true labels of the unlabeled rows, aligned with them (e.g. label
-            maps moved and mixed like the views by :class:`~ignite_pseudolabel.dense.DensePrepareBatch`),
-            for measuring ``pseudo_accuracy`` only, never trained on; or ``None``.
+            to False for the samples whose inputs held a NaN or an infinity (replaced by zeros) and
+            for the padding pixels of :class:`DenseViews`; the loss leaves them out of the pseudo
+            term and of its statistics.
+        held_back_targets: held-back true labels of the unlabeled rows, aligned with them (e.g. the
+            label maps of :class:`DenseViews`), for measuring ``pseudo_accuracy`` only, never
+            trained on; or ``None``.
+        mix: with ``num_views == 2``, mixes a tensor aligned with the weak view's rows as the student's
+            inputs were mixed (e.g. CutMix boxes, see :func:`prepare_semi_supervised_batch`): the loss
+            applies it to the weak view's predictions, whose pseudo-labels then sit on the student's
+            pixels; or ``None``. Everything else in the target already describes the student's
+            (mixed) rows.
+
+    Examples:
+        >>> target = SemiSupervisedTarget(torch.tensor([0, 1]), num_views=2)
+        >>> target.num_views, target._replace(num_views=1).num_views
+        (2, 1)
 
     .. versionadded:: 0.1.0
     .. versionchanged:: 0.3.0
         Defined in ``ignite_pseudolabel.batch`` (``ignite_pseudolabel.data`` re-exports it);
-        ``unlabeled_valid``, ``unlabeled_targets``.
+        ``unlabeled_valid``, ``held_back_targets``, ``mix``; ``views`` renamed ``num_views`` (the old
+        name still works, with a ``DeprecationWarning``, until 0.4).
     """
 
-    labels: torch.Tensor
-    pseudo_labels: torch.Tensor | None = None
-    views: int = 1
-    sample_index: torch.Tensor | None = None
-    teacher_logits: torch.Tensor | None = None
-    unlabeled_valid: torch.Tensor | None = None
-    unlabeled_targets: torch.Tensor | None = None
+    __slots__ = ()
+
+    def __new__(cls, *args: Any, **fields: Any) -> SemiSupervisedTarget:
+        return super().__new__(cls, *args, **_renamed(fields))
+
+    def _replace(self, **fields: Any) -> SemiSupervisedTarget:
+        return super()._replace(**_renamed(fields))
+
+    views = _deprecated_alias("views", "num_views")
+    unlabeled_targets = _deprecated_alias("unlabeled_targets", "held_back_targets")
 
 
 def zero_non_finite_rows(inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -204,36 +282,65 @@ def _check_rows(first: torch.Tensor, second: torch.Tensor, name: str) -> None:
                          f"and {second.dtype}")
 
 
+def _unlabeled_parts(unlabeled: Any, x: torch.Tensor, move: Callable[[Any], Any]) -> tuple[Any, ...]:
+    """(source, student, positions, validity, held-back maps) of an unlabeled batch on the device: the
+    weak and strong view of :class:`Views` / :class:`DenseViews`, or the plain inputs twice."""
+    if not isinstance(unlabeled, (Views, DenseViews)):
+        student = move(_inputs_of_unlabeled(unlabeled))
+        _check_rows(x, student, "unlabeled")
+        student, valid = zero_non_finite_rows(student)
+        return student, student, None, valid, None
+    weak, strong = move(unlabeled.weak), move(unlabeled.strong)
+    index = None if unlabeled.sample_index is None else move(unlabeled.sample_index)
+    _check_rows(x, weak, "weak-view")
+    _check_rows(x, strong, "strong-view")
+    (source, weak_valid), (student, strong_valid) = zero_non_finite_rows(weak), zero_non_finite_rows(strong)
+    valid = _all_valid(weak_valid, strong_valid)
+    if not isinstance(unlabeled, DenseViews):
+        return source, student, index, valid, None
+    pixels = move(unlabeled.valid).bool()  # per pixel: padding is invalid
+    if valid is not None:
+        pixels = pixels & valid.view(*valid.shape, *([1] * (pixels.ndim - valid.ndim)))
+    held_back = unlabeled.held_back_targets
+    held_back = move(held_back).long() if held_back.numel() else None
+    return source, student, index, pixels, held_back
+
+
 def prepare_semi_supervised_batch(
     batch: SemiSupervisedBatch,
     device: str | torch.device | None = None,
     non_blocking: bool = False,
     use_second: bool = True,
     teacher: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    views: Callable[[Any], Views] | None = None,
+    views: Callable[[Any], Any] | None = None,
+    mix: Callable[[torch.Tensor], Callable[[torch.Tensor], torch.Tensor]] | None = None,
 ) -> tuple[torch.Tensor, SemiSupervisedTarget]:
     """Concatenates the inputs of a :class:`SemiSupervisedBatch` for one forward pass.
 
     The labeled inputs come first, then the unlabeled inputs (or the weak and then the strong view of
-    :class:`Views`, or the pseudo-labeled inputs). Each part is moved to ``device`` first and
-    concatenated there, so pinned host memory is copied asynchronously. With a ``teacher``, the
-    unlabeled inputs (the weak view, for :class:`Views`) go through the teacher without gradients
-    and only the student's inputs join the batch.
+    :class:`Views` and :class:`DenseViews`, or the pseudo-labeled inputs). Each part is moved to
+    ``device`` first and concatenated there, once, so pinned host memory is copied asynchronously.
+    With a ``teacher``, the unlabeled inputs (the weak view, for views) go through the teacher
+    without gradients and only the student's inputs join the batch.
 
     Unlabeled and pseudo-labeled samples whose (floating-point) inputs hold a NaN or an infinity, in
     either view, are replaced by zeros before any forward pass (:func:`zero_non_finite_rows`) and
     marked False in the target's ``unlabeled_valid``, so that a corrupt sample can neither poison
     the weights nor spread through a BatchNorm layer; the loss leaves them out. The labeled inputs
-    are not checked.
+    are not checked. :class:`DenseViews` add their per-pixel ``valid`` masks and held-back maps.
 
     With ``views`` (e.g. :class:`~ignite_pseudolabel.batch_views.BatchViews`), an unlabeled batch of
-    raw inputs (not :class:`Views`) is moved to ``device`` first and ``views(raw)`` makes its weak
-    and strong views there, which then count as :class:`Views`; labeled inputs of an integer dtype
-    (raw ``uint8`` images) get ``views.weak``, floating-point ones are used as they are.
+    raw inputs (a tensor, a one-element batch or a :class:`RawBatch`) is moved to ``device`` first and
+    ``views(raw)`` makes its views there; labeled inputs of an integer dtype (raw ``uint8`` images)
+    get ``views.weak``, floating-point ones are used as they are.
 
-    :meth:`PseudoLabelLoss.prepare_batch <ignite_pseudolabel.PseudoLabelLoss.prepare_batch>`
-    calls it with the loss's teacher and views, leaving the second batch out while alpha is 0; call
-    it yourself in a ``prepare_batch`` of your own, e.g. to transform the inputs before the forward pass.
+    With ``mix`` (e.g. the CutMix of :class:`~ignite_pseudolabel.dense.DensePrepareBatch`),
+    ``mixer = mix(student_inputs)`` draws a mix for the batch and ``mixer(t)`` applies it to any
+    tensor aligned with the student's rows ``(M, ..., H, W)``: the student's inputs before the
+    concatenation, the teacher's logits, the mined labels, the valid masks (made per pixel) and the
+    held-back maps; with weak and strong views the mixer goes into the target's ``mix``, for the loss
+    to mix the weak view's predictions alike. The pseudo-labels must come from elsewhere than the
+    student's inputs (two views, a teacher, or mined labels).
 
     Args:
         batch: a batch of :class:`~ignite_pseudolabel.SemiSupervisedLoader`.
@@ -241,8 +348,9 @@ def prepare_semi_supervised_batch(
         non_blocking: copy to the device asynchronously.
         use_second: include the unlabeled or pseudo-labeled part; ``False`` returns the labeled part only.
         teacher: a model predicting the pseudo-label sources (e.g. an EMA copy), or ``None``.
-        views: makes :class:`Views` of a raw unlabeled batch on the device (``views(raw)``) and the
-            weak view of raw labeled inputs (``views.weak(x)``), or ``None``.
+        views: makes :class:`Views` (or :class:`DenseViews`) of a raw unlabeled batch on the device
+            (``views(raw)``) and the weak view of raw labeled inputs (``views.weak(x)``), or ``None``.
+        mix: draws a mix from the student's inputs and returns the function applying it, or ``None``.
 
     Returns:
         ``(inputs, target)``: the concatenated inputs and a :class:`.SemiSupervisedTarget`.
@@ -250,13 +358,14 @@ def prepare_semi_supervised_batch(
     Raises:
         TypeError: if ``batch`` is not a :class:`SemiSupervisedBatch` or its parts do not have the
             documented structure.
-        ValueError: if the parts' inputs differ in per-sample shape or dtype.
+        ValueError: if the parts' inputs differ in per-sample shape or dtype, or ``mix`` is given for
+            unlabeled inputs that are their own pseudo-label source.
 
     Examples:
         >>> labeled = (torch.ones(2, 3), torch.tensor([0, 1]))
         >>> views = Views(torch.zeros(4, 3), torch.full((4, 3), 2.0), torch.arange(4))
         >>> inputs, target = prepare_semi_supervised_batch(SemiSupervisedBatch(labeled, unlabeled=views))
-        >>> inputs[:, 0].tolist(), target.views, target.sample_index.tolist()
+        >>> inputs[:, 0].tolist(), target.num_views, target.sample_index.tolist()
         ([1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 2.0, 2.0, 2.0, 2.0], 2, [0, 1, 2, 3])
         >>> corrupt = torch.tensor([[1.0, 1.0, 1.0], [float("nan"), 1.0, 1.0]])
         >>> inputs, target = prepare_semi_supervised_batch(SemiSupervisedBatch(labeled, unlabeled=corrupt))
@@ -264,7 +373,8 @@ def prepare_semi_supervised_batch(
         ([[1.0, 1.0, 1.0], [0.0, 0.0, 0.0]], [True, False])
 
     .. versionadded:: 0.3.0
-        Documented and exported (it existed, undocumented, in ``ignite_pseudolabel.data``); ``views``.
+        Documented and exported (it existed, undocumented, in ``ignite_pseudolabel.data``); ``views``,
+        ``mix``, :class:`DenseViews`.
     """
     if not isinstance(batch, SemiSupervisedBatch):
         raise TypeError(f"Expected a SemiSupervisedBatch from SemiSupervisedLoader, but given a "
@@ -284,31 +394,46 @@ def prepare_semi_supervised_batch(
         x_p = move(inputs)
         _check_rows(x, x_p, "pseudo-labeled")
         x_p, valid = zero_non_finite_rows(x_p)
-        return torch.cat([x, x_p]), SemiSupervisedTarget(y, move(pseudo), unlabeled_valid=valid)
-    index = None
+        target = SemiSupervisedTarget(y, move(pseudo), unlabeled_valid=valid)
+        if mix is None:
+            return torch.cat([x, x_p]), target
+        return _mixed(x, x_p, target, mix(x_p))
     unlabeled = batch.unlabeled
-    if views is not None and not isinstance(unlabeled, Views):
-        # raw inputs (a one-element batch, as TensorDataset(x) gives, is unwrapped; a RawBatch(inputs,
-        # sample_index) goes to `views` whole), on the device now: their weak and strong views
-        raw = unlabeled if isinstance(unlabeled, RawBatch) else _inputs_of_unlabeled(unlabeled)
-        unlabeled = views(move(raw))
-    if isinstance(unlabeled, Views):
-        weak, strong, index = move(unlabeled.weak), move(unlabeled.strong), move(unlabeled.sample_index)
-        _check_rows(x, weak, "weak-view")
-        _check_rows(x, strong, "strong-view")
-        (source, weak_valid), (student, strong_valid) = zero_non_finite_rows(weak), zero_non_finite_rows(strong)
-        valid = _all_valid(weak_valid, strong_valid)
-    else:
-        student = move(_inputs_of_unlabeled(batch.unlabeled))
-        _check_rows(x, student, "unlabeled")
-        student, valid = zero_non_finite_rows(student)
-        source = student
+    if views is not None and not isinstance(unlabeled, (Views, DenseViews)):
+        # raw inputs, on the device now: their views (a one-element batch, as TensorDataset(x) gives, is
+        # unwrapped; a RawBatch(inputs, sample_index) goes to `views` whole)
+        unlabeled = views(move(unlabeled if isinstance(unlabeled, RawBatch) else _inputs_of_unlabeled(unlabeled)))
+    source, student, index, valid, held_back = _unlabeled_parts(unlabeled, x, move)
+    target = SemiSupervisedTarget(y, sample_index=index, unlabeled_valid=valid, held_back_targets=held_back)
     if teacher is not None:
         with torch.no_grad():
-            teacher_logits = teacher(source)
-        return torch.cat([x, student]), SemiSupervisedTarget(y, sample_index=index, teacher_logits=teacher_logits,
-                                                             unlabeled_valid=valid)
-    if source is student:
-        return torch.cat([x, student]), SemiSupervisedTarget(y, sample_index=index, unlabeled_valid=valid)
-    return torch.cat([x, source, student]), SemiSupervisedTarget(y, views=2, sample_index=index,
-                                                                 unlabeled_valid=valid)
+            target = target._replace(teacher_logits=teacher(source))
+        source = None  # the sources are the teacher's logits, not rows of the forward pass
+    elif source is student:
+        if mix is not None:
+            raise ValueError("Mixing the student's inputs needs pseudo-labels computed apart from them: give weak and "
+                             "strong views, a teacher, or mined pseudo-labels")
+        return torch.cat([x, student]), target
+    else:
+        target = target._replace(num_views=2)
+    if mix is not None:
+        return _mixed(x, student, target, mix(student), source)
+    return torch.cat([x, student] if source is None else [x, source, student]), target
+
+
+def _mixed(x: torch.Tensor, student: torch.Tensor, target: SemiSupervisedTarget,
+           mixer: Callable[[torch.Tensor], torch.Tensor], source: torch.Tensor | None = None,
+           ) -> tuple[torch.Tensor, SemiSupervisedTarget]:
+    """The inputs with the student's rows mixed, and the target with every tensor aligned with them mixed
+    alike (the valid mask made per pixel first); with weak-view rows (``source``), the mixer goes into
+    the target for the loss to mix their predictions."""
+    valid = target.unlabeled_valid
+    if valid is not None and valid.ndim < student.ndim - 1:  # per sample -> per pixel
+        valid = valid.view(*valid.shape, *([1] * (student.ndim - 1 - valid.ndim))).expand(
+            valid.shape[0], *student.shape[2:])
+    fields = {name: None if value is None else mixer(value) for name, value in (
+        ("teacher_logits", target.teacher_logits), ("pseudo_labels", target.pseudo_labels),
+        ("unlabeled_valid", valid), ("held_back_targets", target.held_back_targets))}
+    target = target._replace(**fields, mix=mixer if source is not None else None)
+    student = mixer(student)
+    return torch.cat([x, student] if source is None else [x, source, student]), target

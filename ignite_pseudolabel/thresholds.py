@@ -30,6 +30,10 @@ class ThresholdPolicy(nn.Module):
 
     #: whether the policy needs the samples' positions (``Views.sample_index``)
     needs_index = False
+    #: whether the policy needs the class probabilities of the labeled rows (keyword ``labeled_probs``)
+    needs_labeled = False
+    #: what the policy is called in error messages
+    role = "threshold policy"
 
     def forward(self, probs: torch.Tensor, valid: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
         """Returns the mask of the pseudo-labels to use and updates the statistics.

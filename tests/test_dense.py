@@ -157,13 +157,29 @@ def test_cutmix_mixes_images_pseudo_labels_valid_and_held_back_masks_alike():
     assert torch.equal(x[:2], batch.labeled[0])  # the labeled rows are never mixed
 
 
-def test_cutmix_needs_a_teacher_with_two_views_in_one_pass():
+def test_online_cutmix_of_two_views_in_one_pass_needs_no_teacher():
+    """UniMatch's online CutMix: the strong rows are mixed in prepare_batch, the weak rows' predictions in the
+    loss (the boxes travel in the target), so each pseudo-label sits on the pixel it describes.
+    (Until 0.3 this combination raised ValueError: CutMix needed a teacher.)"""
     batch, _ = _dense_batch()
-    prepare = DensePrepareBatch(PseudoLabelLoss(alpha=1.0), cutmix=True)
-    with pytest.raises(ValueError, match="give the PseudoLabelLoss a teacher"):
-        prepare(batch)
+    model = PixelModel()
+    prepare = DensePrepareBatch(PseudoLabelLoss(alpha=1.0), cutmix={"p": 1.0},
+                                generator=torch.Generator().manual_seed(1))
+    x, target = prepare(batch)
+    assert x.shape[0] == 2 + 12 and target.num_views == 2 and target.mix is not None
+    weak, student = x[2:8], x[8:]
+    assert torch.equal(weak, batch.unlabeled.weak)  # the weak rows go through the model unmixed
+    assert not torch.equal(student, batch.unlabeled.strong)
+    # the loss mixes the weak predictions with the same boxes: a per-pixel model gives the student's logits
+    assert torch.allclose(target.mix(model(weak)), model(student), atol=1e-5)
+    moved = (student != batch.unlabeled.strong).any(1)
+    partner = torch.roll(torch.arange(6), -1)
+    assert torch.equal(target.unlabeled_valid[moved], batch.unlabeled.valid[partner][moved])
     x, target = DensePrepareBatch(PseudoLabelLoss(alpha=1.0))(batch)  # without CutMix: weak + strong rows
-    assert x.shape[0] == 2 + 12 and target.views == 2 and target.unlabeled_valid.shape == (6, 8, 8)
+    assert x.shape[0] == 2 + 12 and target.num_views == 2 and target.unlabeled_valid.shape == (6, 8, 8)
+    plain = SemiSupervisedBatch(batch.labeled, unlabeled=batch.unlabeled.weak)  # Lee: the rows are their own source
+    with pytest.raises(ValueError, match="needs pseudo-labels computed apart from them"):
+        prepare(plain)
 
 
 def test_prepare_batch_argument_validation_and_labeled_only_batches():
