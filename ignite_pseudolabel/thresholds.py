@@ -1,7 +1,8 @@
-"""Which online pseudo-labels to use: fixed, class-wise curriculum (FlexMatch) and self-adaptive (FreeMatch) thresholds.
+"""Which online pseudo-labels to use: fixed, class-wise curriculum (FlexMatch), self-adaptive (FreeMatch) and relative (AdaMatch) thresholds.
 
 A threshold policy is an ``nn.Module`` called with the class probabilities of the unlabeled
-predictions; it returns the mask of the predictions to use and updates its statistics. Statistics
+predictions; it returns the mask of the predictions to use (or float weights, see
+:mod:`ignite_pseudolabel.weighting`) and updates its statistics. Statistics
 are buffers, so they travel with ``state_dict`` (checkpoint the :class:`PseudoLabelLoss` that holds
 the policy) and move with ``.to(device)``; under ``ignite.distributed`` every update is reduced
 across processes, so all ranks keep identical statistics and thresholds. Nothing is moved to the
@@ -17,7 +18,7 @@ from torch import nn
 from ._stats import masked_mean
 from ._validation import check_choice, check_float, check_int, check_threshold
 
-__all__ = ["FixedThreshold", "FlexMatchThreshold", "FreeMatchThreshold", "ThresholdPolicy"]
+__all__ = ["FixedThreshold", "FlexMatchThreshold", "FreeMatchThreshold", "RelativeThreshold", "ThresholdPolicy"]
 
 
 class ThresholdPolicy(nn.Module):
@@ -36,7 +37,7 @@ class ThresholdPolicy(nn.Module):
     role = "threshold policy"
 
     def forward(self, probs: torch.Tensor, valid: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
-        """Returns the mask of the pseudo-labels to use and updates the statistics.
+        """Returns the mask (or the weights) of the pseudo-labels to use and updates the statistics.
 
         Args:
             probs: ``(M, C)`` class probabilities of the unlabeled predictions (rows: samples, or
@@ -45,8 +46,14 @@ class ThresholdPolicy(nn.Module):
                 out of every statistic).
             index: ``(M,)`` positions of the samples in the unlabeled dataset, or ``None``.
 
+        A policy that sets ``needs_labeled = True`` is also given ``labeled_probs=``, the ``(L, C)``
+        class probabilities of the labeled rows of the same forward pass.
+
         Returns:
-            ``(M,)`` bool mask.
+            ``(M,)`` bool mask, or float weights in [0, 1].
+
+        .. versionchanged:: 0.3.0
+            Float weights; ``labeled_probs``.
         """
         raise NotImplementedError
 
@@ -238,3 +245,48 @@ class FreeMatchThreshold(ThresholdPolicy):
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, momentum={self.momentum}"
+
+
+class RelativeThreshold(ThresholdPolicy):
+    """AdaMatch's relative threshold: ``threshold`` times the mean confidence on the labeled rows (Berthelot et al., 2022).
+
+    The cut-off follows the model's confidence on data it knows: early in training, or under a
+    distribution shift between labeled and unlabeled data, it stays low; as the labeled
+    predictions grow confident it rises towards ``threshold``. The mean is over the labeled rows of
+    the same forward pass (the weak view of the labeled batch), on each process (as USB computes
+    it); nothing is kept between steps except the last cut-off, for monitoring.
+
+    Args:
+        threshold: the relative threshold tau (AdaMatch: 0.9), in (0, 1].
+
+    Examples:
+        >>> policy = RelativeThreshold(0.9)
+        >>> labeled = torch.tensor([[1.0, 0.0], [0.6, 0.4]])  # mean confidence 0.8: cut-off 0.72
+        >>> policy(torch.tensor([[0.75, 0.25], [0.3, 0.7]]), torch.tensor([True, True]), labeled_probs=labeled)
+        tensor([ True, False])
+
+    .. versionadded:: 0.3.0
+    """
+
+    needs_labeled = True
+    cutoff: torch.Tensor
+
+    def __init__(self, threshold: float = 0.9) -> None:
+        super().__init__()
+        self.threshold = check_threshold("threshold", threshold)
+        self.register_buffer("cutoff", torch.tensor(0.0), persistent=False)
+
+    @property
+    def class_thresholds(self) -> torch.Tensor:
+        """The last cut-off (the same for every class)."""
+        return self.cutoff.view(1)
+
+    def forward(self, probs: torch.Tensor, valid: torch.Tensor, index: torch.Tensor | None = None, *,
+                labeled_probs: torch.Tensor | None = None) -> torch.Tensor:
+        if labeled_probs is None:
+            raise ValueError("RelativeThreshold needs the class probabilities of the labeled rows (labeled_probs)")
+        self.cutoff = self.threshold * labeled_probs.max(dim=1).values.mean()
+        return valid & (probs.max(dim=1).values >= self.cutoff.to(probs.dtype))
+
+    def extra_repr(self) -> str:
+        return f"threshold={self.threshold}"

@@ -310,3 +310,27 @@ def test_stock_trainer_runs_the_dense_recipe():
     assert 0 < trainer.state.pseudo_mask_rate.item() < 1
     assert 0 <= trainer.state.pseudo_accuracy.item() <= 1
     assert torch.isfinite(torch.tensor(trainer.state.output))
+
+
+def test_online_cutmix_loss_by_hand_on_a_tiny_tensor():
+    import functools
+    import math
+
+    # two unlabeled 1x2 images, two classes; box: pixel 1 of sample 0 and pixel 0 of sample 1 come from the partner
+    weak = torch.tensor([[[2.0, 0.0]], [[0.0, 2.0]]]).unsqueeze(0)  # (1, C, 1, 2): sample 0
+    weak = torch.cat([weak, torch.tensor([[[0.0, 0.1]], [[3.0, 0.0]]]).unsqueeze(0)])  # sample 1
+    student = torch.zeros(2, 2, 1, 2, requires_grad=True)
+    labeled = torch.zeros(1, 2, 1, 2)
+    boxes = torch.tensor([[[False, True]], [[True, False]]])
+    target = SemiSupervisedTarget(torch.zeros(1, 1, 2, dtype=torch.long), num_views=2,
+                                  mix=functools.partial(cutmix, boxes=boxes))
+    loss_fn = PseudoLabelLoss(0.6, alpha=1.0)
+    value = loss_fn(torch.cat([labeled, weak, student]), target)
+    # mixed sources: sample 0 = [2, 0] | [0.1, 0] (partner's), sample 1 = [2, 0] (partner's) | [0.1, 0]
+    # labels 0 everywhere; confident (0.88 >= 0.6) at pixel 0 only; the student's zeros give ln 2 there
+    assert loss_fn.components["pseudo_loss"].item() == pytest.approx(2 * math.log(2) / 4)
+    assert loss_fn.components["pseudo_mask_rate"].item() == pytest.approx(0.5)
+    assert value.item() == pytest.approx(math.log(2) + 2 * math.log(2) / 4)
+    unmixed = PseudoLabelLoss(0.6, alpha=1.0)
+    unmixed(torch.cat([labeled, weak, student]), target._replace(mix=None))  # 3 confident pixels of 4
+    assert unmixed.components["pseudo_loss"].item() == pytest.approx(3 * math.log(2) / 4)

@@ -160,3 +160,40 @@ def test_statistics_round_trip_through_the_loss_state_dict():
     other = PseudoLabelLoss(FlexMatchThreshold(0.9, num_classes=2, num_unlabeled=5))
     with pytest.raises(RuntimeError, match="size mismatch"):
         other.load_state_dict(state)
+
+
+# ------------------------------------------------------------------------------------ AdaMatch's relative threshold
+def test_relative_threshold_by_hand_through_the_loss():
+    import torch.nn.functional as F
+
+    from ignite_pseudolabel import PseudoLabelLoss
+    from ignite_pseudolabel.batch import SemiSupervisedTarget
+    from ignite_pseudolabel.thresholds import RelativeThreshold
+
+    # labeled rows: confidences 0.9 and 0.7 -> mean 0.8, cut-off 0.9 * 0.8 = 0.72
+    labeled = torch.tensor([[0.9, 0.1], [0.3, 0.7]]).log()
+    weak = torch.tensor([[0.75, 0.25], [0.6, 0.4], [0.1, 0.9]]).log()
+    strong = torch.randn(3, 2, generator=torch.Generator().manual_seed(0)).requires_grad_()
+    y_pred = torch.cat([labeled, weak, strong])
+    loss_fn = PseudoLabelLoss(RelativeThreshold(0.9), alpha=1.0)
+    loss_fn(y_pred, SemiSupervisedTarget(torch.tensor([0, 1]), num_views=2))
+    assert loss_fn.policy.cutoff.item() == pytest.approx(0.72)
+    mask = torch.tensor([True, False, True])
+    expected = (F.cross_entropy(strong, torch.tensor([0, 0, 1]), reduction="none") * mask).mean()
+    assert torch.allclose(loss_fn.components["pseudo_loss"], expected)
+    assert loss_fn.components["pseudo_mask_rate"].item() == pytest.approx(2 / 3)
+    # more confident labeled predictions raise the cut-off above the second weak row's 0.9
+    sure = torch.tensor([[0.999, 0.001], [0.001, 0.999]]).log()
+    loss_fn(torch.cat([sure, weak, strong]), SemiSupervisedTarget(torch.tensor([0, 1]), num_views=2))
+    assert loss_fn.components["pseudo_mask_rate"].item() == pytest.approx(1 / 3)  # only 0.9 >= 0.8991
+
+
+def test_relative_threshold_validation_state_and_errors():
+    from ignite_pseudolabel.thresholds import RelativeThreshold
+
+    with pytest.raises(ValueError, match=r"threshold should be a finite number in \(0, 1\], but given 0.0"):
+        RelativeThreshold(0.0)
+    policy = RelativeThreshold()
+    assert policy.threshold == 0.9 and policy.state_dict() == {}  # nothing to resume: the cut-off is per step
+    with pytest.raises(ValueError, match="needs the class probabilities of the labeled rows"):
+        policy(torch.tensor([[0.5, 0.5]]), valid(1))
