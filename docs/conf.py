@@ -54,13 +54,24 @@ from ignite_pseudolabel import *
 from ignite_pseudolabel.alignment import *
 from ignite_pseudolabel.batch import *
 from ignite_pseudolabel.batch_views import *
+from ignite_pseudolabel.criterion import *
 from ignite_pseudolabel.dense import *
 from ignite_pseudolabel.device_data import *
+from ignite_pseudolabel.functional import *
+from ignite_pseudolabel.labels import *
 from ignite_pseudolabel.losses import *
 from ignite_pseudolabel.mining import *
+from ignite_pseudolabel.mixing import *
+from ignite_pseudolabel.prepare import *
+from ignite_pseudolabel.pseudo_term import *
+from ignite_pseudolabel.publishing import *
+from ignite_pseudolabel.regularisers import *
 from ignite_pseudolabel.schedules import *
 from ignite_pseudolabel.split import *
 from ignite_pseudolabel.tensorboard import *
+from ignite_pseudolabel.thresholds import *
+from ignite_pseudolabel.unsupervised import *
+from ignite_pseudolabel.weighting import *
 """
 
 # -- HTML -------------------------------------------------------------------------------------------

@@ -139,7 +139,7 @@ class SemiSupervisedLoader:
     loader builds a new pseudo-labeled loader over the new set with ``loader_fn``, and while the set
     is empty it yields labeled-only batches, so training continues with the supervised term.
 
-    Pass it to ``trainer.run`` and pair it with :meth:`PseudoLabelLoss.prepare_batch`. Include it in
+    Pass it to ``trainer.run`` and pair it with :attr:`PseudoLabelLoss.prepare_batch`. Include it in
     the objects you checkpoint to resume both streams where they stopped.
 
     Args:

@@ -112,6 +112,11 @@ class PseudoLabelLoss(nn.Module):
         return float weights; statistics reduced across processes where they are published.
     """
 
+    #: The trainer's ``prepare_batch``: a :class:`~ignite_pseudolabel.prepare.PrepareBatch` with this loss's
+    #: views and teacher, leaving the second batch out while alpha is 0.
+    prepare_batch: PrepareBatch
+    #: The engine-free criterion that :meth:`forward` calls.
+    criterion: SemiSupervisedLoss
     #: The components that :meth:`attach` publishes on ``engine.state`` (regularisers add theirs).
     component_names: ClassVar[tuple[str, ...]] = COMPONENT_NAMES
     #: The component of a :class:`SelfAdaptiveFairness` term.
