@@ -10,30 +10,34 @@ best-validation model is tested at the end. Several seeds; the JSON keeps every 
 ``--plot`` draws accuracy against minutes (needs matplotlib: ``pip install -e .[benchmarks]``).
 
 Every method trains its labeled batches with the same weak augmentation (shifts for digits; flips and
-crops for clothes). A **warm start** (``--warm-start-minutes W``) trains the recipes supervised for
-their first W minutes, inside their budget; when the ``supervised`` control of the same seed runs
-first, the recipes start from its state at W minutes (model, optimizer and clock) instead of
-training the same W minutes again.
+crops for clothes), on the same data path (``--views``: by default the fast path, uint8 images held
+on the device and augmented there by ``BatchViews``), with the same optimiser and schedule, and every
+method is evaluated through an EMA of its weights (``--eval-ema``, as FixMatch evaluates). A **warm
+start** (``--warm-start-minutes W``) trains the recipes supervised for their first W minutes, inside
+their budget; when the ``supervised`` control of the same seed runs first, the recipes start from its
+state at W minutes (model, EMA, optimizer and clock) instead of training the same W minutes again.
 
-Methods:
-  supervised  labeled images only (the control: same budget, same weak augmentation)
-  online      Lee (2013): argmax pseudo-labels of the same forward pass, alpha ramping 0 -> 3 over
-              --ramp-steps steps after the warm start
-  mined       the model at the end of the warm start mines the unlabeled set at confidence 0.99,
-              training continues with the same ramp
-  fixmatch    weak/strong views, fixed threshold --tau, mu unlabeled batches, lambda_u = 1
-  best        fixmatch with the options --best-threshold, --best-alignment, --best-teacher and
-              --best-eval (the defaults are the composition the docs' results page recommends:
-              fixed threshold, an EMA teacher that is also the evaluated model)
+Methods (pseudo-labels from the online model's weak view in the same forward pass unless stated):
+  supervised    labeled images only (the control: same budget, augmentation, optimiser, evaluation)
+  online        Lee (2013): argmax pseudo-labels of the same forward pass, alpha ramping 0 -> 3 over
+                --ramp-steps steps after the warm start
+  mined         the model at the end of the warm start mines the unlabeled set at confidence 0.99,
+                training continues with the same ramp
+  fixmatch      weak/strong views, fixed threshold --tau, mu unlabeled batches, lambda_u = 1
+  fixmatch-ema  FixMatch + EMA teacher: the pseudo-labels come from the EMA model (``best`` before 0.3)
+  flexmatch     FixMatch with FlexMatch's class-wise curriculum thresholds (upper threshold --tau)
+  freematch     FreeMatch's self-adaptive thresholds and fairness term (weight 0.001)
+  softmatch     SoftMatch's truncated-Gaussian weights, uniform alignment, labels from unaligned probabilities
+  adamatch      AdaMatch's relative threshold (--relative-tau times the labeled confidence) and alignment
 
 Usage:
     # MNIST-5k (offline), 10 labels per class, 20 minutes per method, curves to PNG
-    python -m benchmarks.accuracy --dataset mnist5k --per-class 10 --methods supervised best \\
-        --seeds 0 --minutes 20 --plot benchmarks/results/accuracy_mnist5k_10.png
+    python -m benchmarks.accuracy --dataset mnist5k --per-class 10 --methods supervised fixmatch-ema \\
+        --seeds 0 --minutes 20 --test-curve --plot benchmarks/results/accuracy_mnist5k_10.png
 
     # Fashion-MNIST, 1,000 labels (Debian's dataset-fashion-mnist package provides the files)
     python -m benchmarks.accuracy --dataset fashion-mnist --data-root /usr/share/datasets/fashion-mnist \\
-        --per-class 100 --methods supervised best --seeds 0 1 --minutes 20
+        --per-class 100 --methods supervised fixmatch freematch --seeds 0 1 2 --minutes 30 --test-curve
 
 Results go to ``benchmarks/results/accuracy_<dataset>_<per-class>_<minutes>min.json`` (or ``--out``).
 """
@@ -44,6 +48,7 @@ import argparse
 import copy
 import functools
 import json
+import math
 import statistics
 import time
 from pathlib import Path
@@ -59,10 +64,20 @@ from torchvision.transforms import v2
 
 import ignite_pseudolabel as ipl
 from benchmarks import common
-from examples.mnist import STATS, Images, Net, load_data
+from examples.mnist import STATS, BNNet, Images, Net, load_data
+from ignite_pseudolabel.device_data import DeviceBatches
+from ignite_pseudolabel.labels import AlignedLabels
+from ignite_pseudolabel.thresholds import RelativeThreshold
+from ignite_pseudolabel.weighting import SoftMatchWeights
 
-METHODS = ("supervised", "online", "mined", "fixmatch", "best")
-SEMI = ("online", "mined", "fixmatch", "best")
+METHODS = ("supervised", "online", "mined", "fixmatch", "fixmatch-ema", "flexmatch", "freematch", "softmatch",
+           "adamatch")
+#: former names of methods (reports made before 0.3 use them)
+ALIASES = {"best": "fixmatch-ema"}
+SEMI = METHODS[1:]
+CONSISTENCY = METHODS[3:]
+NUM_CLASSES = 10
+MODELS = {"net": Net, "bn": BNNet}
 
 
 def transforms_for(dataset: str, strength: str) -> tuple[Any, Any, Any]:
@@ -89,13 +104,32 @@ def batch_views_for(dataset: str, strength: str, views: str) -> Any:
     return BatchViews(kind, mean=(mean,), std=(std,), size=28, strength=strength, backend=backend)
 
 
+def recipe_loss(method: str, args: argparse.Namespace, num_unlabeled: int, teacher: nn.Module | None,
+                held_back: torch.Tensor, views: Any) -> ipl.PseudoLabelLoss:
+    """The :class:`PseudoLabelLoss` of a consistency method: its parts, one object per slot."""
+    c = NUM_CLASSES
+    parts = {
+        "fixmatch": lambda: {"threshold": args.tau},
+        "fixmatch-ema": lambda: {"threshold": args.tau, "teacher": teacher},
+        "flexmatch": lambda: {"threshold": ipl.FlexMatchThreshold(args.tau, num_classes=c, num_unlabeled=num_unlabeled)},
+        "freematch": lambda: {"threshold": ipl.FreeMatchThreshold(c),
+                              "fairness": ipl.SelfAdaptiveFairness(c, weight=args.fairness_weight)},
+        "softmatch": lambda: {"threshold": SoftMatchWeights(c),
+                              "labels": AlignedLabels(ipl.DistributionAlignment(c), targets_from_aligned=False)},
+        "adamatch": lambda: {"threshold": RelativeThreshold(args.relative_tau),
+                             "alignment": ipl.DistributionAlignment(c)},
+    }[method]()
+    return ipl.PseudoLabelLoss(**parts, held_back_targets=held_back, views=views)
+
+
 class Budget:
     """Training wall time of a method, across its phases (warm start, then the recipe).
 
     Ignite's :class:`~ignite.handlers.Timer` runs from fetching a batch to the end of its iteration,
     so validation (run after the iteration) is not counted. Every ``eval_seconds`` of training time
     (or every ``eval_steps`` optimizer steps, when given: the same points on any machine) the callback
-    validates; at ``seconds`` (or ``steps``) the engine terminates.
+    validates; at ``seconds`` (or ``steps``) the engine terminates. :meth:`fraction` is the part of
+    the budget used so far (for schedules).
     """
 
     def __init__(self, seconds: float, steps: int, eval_seconds: float, validate: Any, eval_steps: int = 0) -> None:
@@ -103,10 +137,21 @@ class Budget:
         self.eval_steps = eval_steps
         self.offset, self.offset_steps = 0.0, 0
         self.next_eval = eval_seconds
+        self._timer: Timer | None = None
+        self._engine: Engine | None = None
+
+    def fraction(self) -> float:
+        """The used part of the budget, in [0, 1]: of the time (or of the steps, when that budget is smaller)."""
+        elapsed = self.offset + (self._timer.value() if self._timer is not None else 0.0)
+        steps = self.offset_steps + (self._engine.state.iteration if self._engine is not None else 0)
+        by_time = elapsed / self.seconds if math.isfinite(self.seconds) else 0.0
+        by_steps = steps / self.steps if self.steps < 2**62 else 0.0
+        return min(1.0, max(by_time, by_steps))
 
     def attach(self, engine: Engine, until_seconds: float | None = None) -> None:
         timer = Timer(average=False)
         timer.attach(engine, start=Events.STARTED, resume=Events.GET_BATCH_STARTED, pause=Events.ITERATION_COMPLETED)
+        self._timer, self._engine = timer, engine
         limit = self.seconds if until_seconds is None else min(self.seconds, until_seconds)
 
         def check(e: Engine) -> None:
@@ -122,6 +167,7 @@ class Budget:
         def close(e: Engine) -> None:
             self.offset += timer.value()
             self.offset_steps += e.state.iteration
+            self._timer = self._engine = None
 
         engine.add_event_handler(Events.ITERATION_COMPLETED, check)
         engine.add_event_handler(Events.COMPLETED, close)
@@ -131,60 +177,121 @@ class Budget:
         return self.offset >= self.seconds or self.offset_steps >= self.steps
 
 
+class ClassStats:
+    """Per true class: how many unlabeled predictions, their weight (mask) sum and their correct weight sum.
+
+    Accumulated on the device at every iteration from the loss's statistics record (no host
+    synchronisation), and snapshotted at every validation, so that the report can give per-class
+    mask rates and pseudo-label accuracies over any part of training.
+    """
+
+    def __init__(self, loss: ipl.PseudoLabelLoss, held_back: torch.Tensor, device: torch.device) -> None:
+        self.loss, self.held_back = loss, held_back.to(device)
+        self.counts = torch.zeros(3, NUM_CLASSES, device=device)
+        self.snapshots: list[torch.Tensor] = []
+
+    def __call__(self, engine: Engine) -> None:
+        stats = self.loss.criterion.stats
+        index = getattr(getattr(engine.state.batch, "unlabeled", None), "sample_index", None)
+        if stats is None or stats.weights is None or index is None:
+            return
+        truth = self.held_back[index.to(self.held_back.device)]
+        weights = stats.weights.float()
+        rows = torch.stack([torch.ones_like(weights), weights, weights * (stats.labels == truth)])
+        self.counts.index_add_(1, truth, rows)
+
+    def snapshot(self) -> None:
+        self.snapshots.append(self.counts.clone())
+
+
 class Run:
-    """One method, one seed: the model, its optimizer, the clock, the curve and the best model."""
+    """One method, one seed: the model, its EMA, its optimizer, the clock, the curve and the best model."""
 
     def __init__(self, method: str, args: argparse.Namespace, data: dict[str, Any], seed: int,
                  device: torch.device) -> None:
         self.method, self.args, self.data, self.seed, self.device = method, args, data, seed, device
         torch.manual_seed(seed)
         self.generator = torch.Generator().manual_seed(seed)
-        self.model = Net().to(device)
+        self.model = MODELS[args.model]().to(device)
         if args.draw_offset:  # a null control: other random draws (views, dropout), the same split, weights, shuffles
             torch.manual_seed(seed + args.draw_offset)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=args.lr)
-        self.evaluated: nn.Module = self.model
-        plain = data["transforms"][0]
-        self.loader = functools.partial(DataLoader, num_workers=args.num_workers, pin_memory=device.type == "cuda",
-                                        persistent_workers=args.num_workers > 0)
-        self.validation = self.loader(Images(data["x_v"], data["y_v"], plain), batch_size=args.eval_batch_size)
-        self.test = self.loader(Images(data["x_t"], data["y_t"], plain), batch_size=args.eval_batch_size)
+        self.optimizer = make_optimizer(args, self.model)
+        self.ema = EMAHandler(self.model, momentum=args.ema_momentum) if args.eval_ema else None
+        self.evaluated: nn.Module = self.ema.ema_model if self.ema is not None else self.model
+        self.views = batch_views_for(args.dataset, args.strength, args.views)
         self.curve: list[dict[str, float]] = []
         self.best: dict[str, Any] = {"accuracy": -1.0}
         self.budget = Budget(60 * args.minutes if args.minutes else float("inf"), args.steps or 2**62,
                              60 * args.eval_minutes, self._validate, args.eval_steps)
+        self.class_stats: ClassStats | None = None
         self.extra: dict[str, Any] = {}
 
-    def labeled(self) -> DataLoader:
-        weak = self.data["transforms"][1]
-        return self.loader(Images(self.data["x_l"], self.data["y_l"], weak), batch_size=self.args.batch_size,
-                           shuffle=True, generator=self.generator,
-                           drop_last=len(self.data["x_l"]) >= self.args.batch_size)
+    # ------------------------------------------------------------------------------------------ data
+    def labeled(self) -> Any:
+        """Labeled batches with the weak augmentation: raw uint8 on the device (fast path; the views' weak view
+        is applied in ``prepare_batch``) or a per-image ``DataLoader``."""
+        x, y, batch = self.data["x_l"], self.data["y_l"], self.args.batch_size
+        drop_last = len(x) >= batch
+        if self.views is not None:
+            return DeviceBatches(x.unsqueeze(1).to(self.device), y.to(self.device), batch_size=batch,
+                                 drop_last=drop_last, generator=self.generator)
+        return DataLoader(Images(x, y, self.data["transforms"][1]), batch_size=batch, shuffle=True,
+                          generator=self.generator, drop_last=drop_last, num_workers=self.args.num_workers)
 
-    def _accuracy(self, data: DataLoader) -> float:
-        evaluator = create_supervised_evaluator(self.evaluated, metrics={"accuracy": Accuracy()}, device=self.device,
-                                                non_blocking=True)
-        return evaluator.run(data).metrics["accuracy"]
+    def _prepare_labeled(self, batch: Any, device: Any = None, non_blocking: bool = False) -> Any:
+        x, y = batch
+        return (self.views.weak(x) if self.views is not None else x.to(self.device)), y.to(self.device)
+
+    def _accuracy(self, split: str) -> float:
+        x, y = self.data[f"{split}_float"]
+        self.evaluated.eval()
+        correct = 0
+        with torch.no_grad():
+            for start in range(0, len(x), self.args.eval_batch_size):
+                logits = self.evaluated(x[start:start + self.args.eval_batch_size])
+                correct += int((logits.argmax(1) == y[start:start + self.args.eval_batch_size]).sum())
+        return correct / len(x)
 
     def _validate(self, seconds: float, steps: int) -> None:
-        accuracy = self._accuracy(self.validation)
+        accuracy = self._accuracy("val")
         self.curve.append({"minutes": round(seconds / 60, 3), "step": steps, "val_accuracy": accuracy})
         if self.args.test_curve:  # the test accuracy of every validated model (not used to select one)
-            self.curve[-1]["test_accuracy"] = self._accuracy(self.test)
+            self.curve[-1]["test_accuracy"] = self._accuracy("test")
+        if self.class_stats is not None:
+            self.class_stats.snapshot()
         if accuracy > self.best["accuracy"]:
             self.best = {"accuracy": accuracy, "step": steps, "minutes": round(seconds / 60, 3),
                          "state": copy.deepcopy(self.evaluated.state_dict())}
 
     # ---------------------------------------------------------------------------------------- phases
+    def _common_handlers(self, trainer: Engine) -> None:
+        if self.ema is not None:
+            self.ema.attach(trainer)
+        if self.args.schedule == "cosine":  # FixMatch's cos(7 pi k / 16 K), k / K the used part of the budget
+            base = [group["lr"] for group in self.optimizer.param_groups]
+
+            @trainer.on(Events.ITERATION_STARTED)
+            def _set_lr(_: Engine) -> None:
+                factor = math.cos(7 * math.pi / 16 * self.budget.fraction())
+                for group, lr in zip(self.optimizer.param_groups, base):
+                    group["lr"] = lr * factor
+
+            @trainer.on(Events.COMPLETED)
+            def _restore_lr(_: Engine) -> None:  # the next phase starts from the base rates again
+                for group, lr in zip(self.optimizer.param_groups, base):
+                    group["lr"] = lr
+
     def supervised(self, until_seconds: float | None = None) -> None:
         trainer = create_supervised_trainer(self.model, self.optimizer, nn.CrossEntropyLoss(), device=self.device,
-                                            non_blocking=True)
+                                            non_blocking=True, prepare_batch=self._prepare_labeled)
+        self._common_handlers(trainer)
         self.budget.attach(trainer, until_seconds)
         trainer.run(self.labeled(), max_epochs=2**30)
 
     def snapshot(self) -> dict[str, Any]:
         """The state a recipe warm-started from this run continues from."""
         return copy.deepcopy({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                              "ema": None if self.ema is None else self.ema.ema_model.state_dict(),
                               "offset": self.budget.offset, "offset_steps": self.budget.offset_steps,
                               "next_eval": self.budget.next_eval, "curve": self.curve, "best": self.best})
 
@@ -192,84 +299,72 @@ class Run:
         snapshot = copy.deepcopy(snapshot)
         self.model.load_state_dict(snapshot["model"])
         self.optimizer.load_state_dict(snapshot["optimizer"])
+        if self.ema is not None and snapshot["ema"] is not None:
+            self.ema.ema_model.load_state_dict(snapshot["ema"])
         self.budget.offset, self.budget.offset_steps = snapshot["offset"], snapshot["offset_steps"]
         self.budget.next_eval, self.curve, self.best = snapshot["next_eval"], snapshot["curve"], snapshot["best"]
 
     def semi_supervised(self) -> None:
         args, data, method, device = self.args, self.data, self.method, self.device
         plain, weak, strong = data["transforms"]
-        ema = None
         miner = None
         if method in ("online", "mined"):
-            loss = ipl.PseudoLabelLoss()
+            loss = ipl.PseudoLabelLoss(views=self.views)
             ramp = ipl.AlphaRamp(t1=0, t2=args.ramp_steps, alpha_f=3.0, granularity="iteration")
         else:
             ramp = ipl.AlphaRamp(t1=0, t2=0, alpha_f=1.0, granularity="iteration")  # lambda_u = 1
-            teacher = None
-            if method == "fixmatch":
-                policy: Any = args.tau
-                alignment = None
-            else:
-                ema = EMAHandler(self.model, momentum=args.ema_momentum)
-                if args.best_eval == "ema":
-                    self.evaluated = ema.ema_model
-                teacher = ema.ema_model if args.best_teacher == "ema" else None
-                policy = {
-                    "fixed": lambda: ipl.FixedThreshold(args.tau, num_classes=10),
-                    "flexmatch": lambda: ipl.FlexMatchThreshold(args.tau, num_classes=10,
-                                                                num_unlabeled=len(data["x_u"])),
-                    "freematch": lambda: ipl.FreeMatchThreshold(10),
-                }[args.best_threshold]()
-                alignment = ipl.DistributionAlignment(10) if args.best_alignment else None
-            loss = ipl.PseudoLabelLoss(policy, alignment=alignment, teacher=teacher, held_back_targets=data["y_u"],
-                                       views=self.batch_views())
+            teacher = self.evaluated if self.ema is not None else None
+            loss = recipe_loss(method, args, len(data["x_u"]), teacher, data["y_u"], self.views)
         trainer = create_supervised_trainer(self.model, self.optimizer, loss, device=device, non_blocking=True,
                                             prepare_batch=loss.prepare_batch)
-        loss.attach(trainer)
+        loss.attach(trainer, Events.ITERATION_COMPLETED(every=50))
         ramp.attach(trainer)
-        if ema is not None:
-            ema.attach(trainer)
+        self._common_handlers(trainer)
         unlabeled_batch = args.mu * args.batch_size
         if method == "mined":
-            miner = ipl.PseudoLabelMiner(copy.deepcopy(self.model).eval(), Images(data["x_u"], None, plain),
-                                         threshold=0.99, train_dataset=Images(data["x_u"], None, weak), device=device,
-                                         batch_size=args.eval_batch_size, true_labels=data["y_u"])
+            # mines the normalised images; trains on them with the weak view (raw uint8 through the views on the
+            # fast path, per-image transforms otherwise)
+            miner = ipl.PseudoLabelMiner(copy.deepcopy(self.evaluated).eval(), data["x_u_float"], threshold=0.99,
+                                         device=device, batch_size=args.eval_batch_size,
+                                         train_dataset=None if self.views is not None else Images(data["x_u"], None,
+                                                                                                  weak))
             miner.attach(trainer, Events.STARTED)
-            pseudo_loader = functools.partial(self.loader, batch_size=unlabeled_batch, shuffle=True,
-                                              generator=self.generator)
+            raw = data["x_u"].unsqueeze(1).to(device)
+            pseudo_loader = DeviceBatches(raw, batch_size=unlabeled_batch, generator=self.generator).pseudo_loader_fn() \
+                if self.views is not None else functools.partial(
+                    DataLoader, batch_size=unlabeled_batch, shuffle=True, generator=self.generator)
             train_data: Any = ipl.SemiSupervisedLoader(self.labeled(), pseudo=miner.dataset, loader_fn=pseudo_loader)
-        elif method != "online" and args.views != "per-image":  # uint8 images on the device, views made there
-            from ignite_pseudolabel.device_data import DeviceBatches
-
-            train_data = ipl.SemiSupervisedLoader(self.labeled(), unlabeled=DeviceBatches(
-                data["x_u"].unsqueeze(1).to(device), batch_size=unlabeled_batch, drop_last=True, return_index=True,
-                generator=self.generator))
+        elif self.views is not None:  # uint8 images on the device, views made there
+            unlabeled: Any = DeviceBatches(data["x_u"].unsqueeze(1).to(device), batch_size=unlabeled_batch,
+                                           drop_last=True, return_index=True, generator=self.generator)
+            train_data = ipl.SemiSupervisedLoader(self.labeled(), unlabeled=unlabeled)
         else:
             unlabeled = Images(data["x_u"], None, weak) if method == "online" \
                 else ipl.WeakStrongViews(data["x_u"].unsqueeze(1), weak, strong)  # (1, 28, 28) uint8 views
-            train_data = ipl.SemiSupervisedLoader(self.labeled(), unlabeled=self.loader(
-                unlabeled, batch_size=unlabeled_batch, shuffle=True, generator=self.generator, drop_last=True))
-        if method != "online":
+            train_data = ipl.SemiSupervisedLoader(self.labeled(), unlabeled=DataLoader(
+                unlabeled, batch_size=unlabeled_batch, shuffle=True, generator=self.generator, drop_last=True,
+                num_workers=args.num_workers))
+        if method in CONSISTENCY:
             rates: list[torch.Tensor] = []
             trainer.add_event_handler(Events.ITERATION_COMPLETED(every=50),
                                       lambda e: rates.append(torch.stack([e.state.pseudo_mask_rate, _or_nan(
                                           e.state.pseudo_accuracy, e.state.pseudo_mask_rate)]).detach()))
             self.extra["pseudo_stats"] = rates
+            self.class_stats = ClassStats(loss, data["y_u"], device)
+            trainer.add_event_handler(Events.ITERATION_COMPLETED, self.class_stats)
         self.budget.attach(trainer)
         trainer.run(train_data, max_epochs=2**30, epoch_length=len(self.labeled()))
         if miner is not None:
-            self.extra.update(pseudo_labels=len(miner.dataset), pseudo_label_accuracy=miner.accuracy)
-
-    def batch_views(self) -> Any:
-        """``--views batch`` (kornia) or ``batch-torchvision``: the BatchViews of the recipes' unlabeled batches."""
-        return batch_views_for(self.args.dataset, self.args.strength, self.args.views)
+            miner_truth = data["y_u"][miner.indices]
+            accuracy = float((miner.labels == miner_truth).float().mean()) if len(miner.indices) else None
+            self.extra.update(pseudo_labels=len(miner.dataset), pseudo_label_accuracy=accuracy)
 
     def result(self) -> dict[str, Any]:
-        final = self._accuracy(self.test)  # the model at the end of the budget
+        final = self._accuracy("test")  # the model at the end of the budget
         self.evaluated.load_state_dict(self.best["state"])
         result = {
             "seed": self.seed,
-            "test_accuracy": self._accuracy(self.test),
+            "test_accuracy": self._accuracy("test"),
             "final_test_accuracy": final,
             "best_val_accuracy": self.best["accuracy"],
             "best_step": self.best["step"],
@@ -283,8 +378,23 @@ class Run:
             rows = torch.stack(stats).tolist()
             result["mask_rate"] = [round(r[0], 4) for r in rows]
             result["pseudo_accuracy"] = [None if r[1] != r[1] else round(r[1], 4) for r in rows]
+        if self.class_stats is not None and self.class_stats.snapshots:
+            # per true class, cumulative at every validation: [predictions, weight sum, correct weight sum]
+            result["class_counts"] = [[[round(v, 2) for v in row] for row in snap.tolist()]
+                                      for snap in self.class_stats.snapshots]
         result.update(self.extra)
         return result
+
+
+def make_optimizer(args: argparse.Namespace, model: nn.Module) -> torch.optim.Optimizer:
+    """Adam, or SGD with Nesterov momentum and weight decay on the weights but not on BatchNorm and biases (FixMatch)."""
+    lr = args.lr if args.lr is not None else (1e-3 if args.optimizer == "adam" else 0.03)
+    if args.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=args.weight_decay)
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    return torch.optim.SGD([{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay}], lr=lr,
+                           momentum=0.9, nesterov=True)
 
 
 def _or_nan(value: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
@@ -295,14 +405,15 @@ def _or_nan(value: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
 def run_seed(args: argparse.Namespace, seed: int, device: torch.device,
              on_result: Any) -> None:
     """Runs every method for one seed; recipes warm-start from the supervised run when it is first."""
-    data = prepare(args, seed)
+    data = prepare(args, seed, device)
     warm = 60 * args.warm_start_minutes
     snapshot = None
-    for method in args.methods:
+    for name in args.methods:
+        method = ALIASES.get(name, name)
         run = Run(method, args, data, seed, device)
         start = time.perf_counter()
         if method == "supervised":
-            if warm and any(m in SEMI for m in args.methods):
+            if warm and any(ALIASES.get(m, m) in SEMI for m in args.methods):
                 run.supervised(until_seconds=warm)
                 snapshot = run.snapshot()
             if not run.budget.exhausted:
@@ -316,20 +427,26 @@ def run_seed(args: argparse.Namespace, seed: int, device: torch.device,
                 run.semi_supervised()
         result = run.result()
         result["wall_seconds"] = round(time.perf_counter() - start, 1)
-        on_result(method, result)
-        print(f"seed {seed} {method:<10} test {result['test_accuracy']:.4f} (best val {result['best_val_accuracy']:.4f}"
+        on_result(name, result)
+        print(f"seed {seed} {name:<12} test {result['test_accuracy']:.4f} (best val {result['best_val_accuracy']:.4f}"
               f" at {result['best_minutes']:.1f} min, {result['steps']} steps in {result['minutes']:.1f} min)",
               flush=True)
 
 
-def prepare(args: argparse.Namespace, seed: int) -> dict[str, Any]:
+def prepare(args: argparse.Namespace, seed: int, device: torch.device) -> dict[str, Any]:
     train_x, train_y, test_x, test_y = data_cache(args)
     split = ipl.class_balanced_split(train_y, args.per_class, args.per_class, seed=seed)
+    mean, std = STATS[args.dataset]
+
+    def normalised(x: torch.Tensor) -> torch.Tensor:  # evaluation inputs, once, on the device
+        return ((x.unsqueeze(1).float() / 255 - mean) / std).to(device)
+
     return {
         "x_l": train_x[split.labeled], "y_l": train_y[split.labeled],
-        "x_v": train_x[split.validation], "y_v": train_y[split.validation],
         "x_u": train_x[split.unlabeled], "y_u": train_y[split.unlabeled],
-        "x_t": test_x, "y_t": test_y,
+        "val_float": (normalised(train_x[split.validation]), train_y[split.validation].to(device)),
+        "test_float": (normalised(test_x), test_y.to(device)),
+        "x_u_float": normalised(train_x[split.unlabeled]),
         "transforms": transforms_for(args.dataset, args.strength),
     }
 
@@ -343,18 +460,34 @@ def data_cache(args: argparse.Namespace) -> tuple[torch.Tensor, ...]:
     return _load(args.dataset, args.data_root, str(Path(args.out).parent / "data"))
 
 
+def _mean_se(values: list[float]) -> tuple[float, float]:
+    """Mean and standard error of the mean (0 for one value)."""
+    return statistics.mean(values), (statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0)
+
+
 def summarise(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Per method: mean, SD and SE of the test accuracy over seeds, and the paired difference from the
+    ``supervised`` control of the same seeds (mean, SE, and whether it is positive on every seed)."""
+    control = {r["seed"]: r for r in runs.get("supervised", [])}
     summary = {}
     for method, results in runs.items():
         accs = [r["test_accuracy"] for r in results]
-        summary[method] = {
-            "test_accuracy_mean": statistics.mean(accs),
+        mean, se = _mean_se(accs)
+        row = {
+            "test_accuracy_mean": mean,
             "test_accuracy_std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+            "test_accuracy_se": se,
             **_mean_std("final_test_accuracy", [r.get("final_test_accuracy") for r in results]),
             "seeds": len(accs),
             "minutes_mean": statistics.mean(r["minutes"] for r in results),
             "steps_mean": statistics.mean(r["steps"] for r in results),
         }
+        paired = [r["test_accuracy"] - control[r["seed"]]["test_accuracy"] for r in results if r["seed"] in control]
+        if method != "supervised" and paired:
+            diff, diff_se = _mean_se(paired)
+            row.update(minus_control_mean=diff, minus_control_se=diff_se, minus_control_per_seed=paired,
+                       above_control_on_every_seed=all(d > 0 for d in paired))
+        summary[method] = row
     return summary
 
 
@@ -367,27 +500,41 @@ def _mean_std(name: str, values: list[Any]) -> dict[str, float]:
 
 
 def plot(report: dict[str, Any], path: str) -> None:
-    """Validation accuracy against training minutes, one line per run, one colour per method."""
+    """Test accuracy (validation accuracy when no test curve was recorded) against training minutes: a thin line
+    per seed and the mean over seeds per method; the end of the warm start as a dashed line."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
-    for i, (method, results) in enumerate(report["runs"].items()):
-        for j, r in enumerate(results):
-            ax.plot([p["minutes"] for p in r["curve"]], [100 * p["val_accuracy"] for p in r["curve"]],
-                    color=f"C{i}", alpha=0.9 if j == 0 else 0.55, linestyle="-" if j == 0 else "--",
-                    label=f"{method} (test {100 * report['summary'][method]['test_accuracy_mean']:.2f} %)"
-                    if j == 0 else None)
+    fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=110)
+    runs = report["runs"]
+    key = "test_accuracy" if all("test_accuracy" in p for rs in runs.values() for r in rs for p in r["curve"]) \
+        else "val_accuracy"
+    every: list[float] = []
+    for i, (method, results) in enumerate(runs.items()):
+        for r in results:
+            ax.plot([p["minutes"] for p in r["curve"]], [100 * p[key] for p in r["curve"]], color=f"C{i}",
+                    alpha=0.3, linewidth=0.8)
+            every += [100 * p[key] for p in r["curve"]]
+        length = min(len(r["curve"]) for r in results)
+        minutes = [statistics.mean(r["curve"][k]["minutes"] for r in results) for k in range(length)]
+        means = [100 * statistics.mean(r["curve"][k][key] for r in results) for k in range(length)]
+        s = report["summary"][method]
+        ax.plot(minutes, means, color=f"C{i}", linewidth=2,
+                label=f"{method}: {100 * s['test_accuracy_mean']:.2f} ± {100 * s.get('test_accuracy_se', 0):.2f} %")
     config = report["config"]
-    ax.set_xlabel("training minutes (validation time not counted)")
-    ax.set_ylabel("validation accuracy (%)")
-    ax.set_title(f"{config['dataset']}, {10 * config['per_class']} labels, seeds {config['seeds']}: "
-                 f"{report['machine']}", fontsize=9)
-    accs = [100 * p["val_accuracy"] for rs in report["runs"].values() for r in rs for p in r["curve"]]
-    if accs:
-        ax.set_ylim(max(min(accs), max(accs) - 25) - 1, max(accs) + 1)
+    if config.get("warm_start_minutes"):
+        ax.axvline(config["warm_start_minutes"], color="grey", linestyle="--", linewidth=1)
+        ax.text(config["warm_start_minutes"], ax.get_ylim()[0], " end of warm start", color="grey", fontsize=7,
+                va="bottom")
+    ax.set_xlabel("training minutes (evaluation time not counted)")
+    ax.set_ylabel(f"{key.replace('_', ' ')} (%)")
+    seeds = len(next(iter(runs.values())))
+    ax.set_title(f"{config['dataset']}, {10 * config['per_class']} labels, {config.get('model', 'net')} model, "
+                 f"{seeds} seed(s); legend: best-validation model's test accuracy, mean ± SE", fontsize=9)
+    if every:
+        ax.set_ylim(max(min(every), max(every) - 25) - 1, max(every) + 1)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
@@ -401,8 +548,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--dataset", choices=("mnist5k", "mnist", "fashion-mnist"), default="mnist5k")
     p.add_argument("--data-root", default="data", help="torchvision root, or a folder with the four raw files")
     p.add_argument("--per-class", type=int, default=10, help="N: labeled and validation images per class")
-    p.add_argument("--methods", nargs="+", choices=METHODS, default=["supervised", "best"])
+    p.add_argument("--methods", nargs="+", choices=METHODS + tuple(ALIASES), default=["supervised", "fixmatch-ema"],
+                   help=f"methods (former names: {ALIASES})")
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--model", choices=tuple(MODELS), default="net",
+                   help="net: the tutorial's CNN (dropout, no BatchNorm); bn: a small CNN with BatchNorm")
     p.add_argument("--minutes", type=float, default=20.0, help="training minutes per method (0: no time limit)")
     p.add_argument("--steps", type=int, default=0, help="optimizer steps per method (0: no step limit)")
     p.add_argument("--eval-minutes", type=float, default=1.0, help="training minutes between validations")
@@ -415,33 +565,35 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    help="recipes: supervised training first, inside the budget (0: none)")
     p.add_argument("--batch-size", type=int, default=32, help="labeled batch size B")
     p.add_argument("--mu", type=int, default=3, help="unlabeled batch size = mu * B")
-    p.add_argument("--tau", type=float, default=0.95, help="confidence threshold of fixmatch and of best's policies")
+    p.add_argument("--tau", type=float, default=0.95, help="confidence threshold of fixmatch, fixmatch-ema, flexmatch")
+    p.add_argument("--relative-tau", type=float, default=0.9, help="adamatch's relative threshold")
+    p.add_argument("--fairness-weight", type=float, default=0.001, help="freematch's fairness weight")
     p.add_argument("--ramp-steps", type=int, default=500, help="online, mined: steps of the alpha ramp 0 -> 3")
     p.add_argument("--strength", choices=("torchvision", "fixmatch"), default="fixmatch",
                    help="strong view: weak_strong_transforms' strength (see its docs)")
-    p.add_argument("--views", choices=("per-image", "batch", "batch-torchvision"), default="per-image",
-                   help="fixmatch, best: unlabeled views per image in the DataLoader (WeakStrongViews), or of whole "
-                        "batches on the device (DeviceBatches + BatchViews, kornia; batch-torchvision: the same data "
-                        "path with BatchViews' torchvision backend, the per-image transforms, which draws what the "
-                        "per-image path draws and so reproduces its runs); labeled batches are the same")
+    p.add_argument("--views", choices=("per-image", "batch", "batch-torchvision"), default="batch",
+                   help="the data path: uint8 images on the device, augmented there by BatchViews (batch: kornia; "
+                        "batch-torchvision: the per-image transforms, drawing what the per-image path draws), or "
+                        "per-image transforms in DataLoaders (WeakStrongViews)")
     p.add_argument("--draw-offset", type=int, default=0,
                    help="if not 0, reseed torch's global generator with seed + this after building the model: other "
                         "draws of the views, augmentations and dropout with the same split, initial weights and "
                         "shuffles (a null control for comparing data paths with benchmarks.compare_runs)")
+    p.add_argument("--eval-ema", action=argparse.BooleanOptionalAction, default=True,
+                   help="evaluate (and keep) an EMA of every method's weights, the control's included")
     p.add_argument("--ema-momentum", type=float, default=0.002,
-                   help="best: EMA momentum, Ignite's convention: the weight of the model in each update")
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
-    p.add_argument("--best-threshold", choices=("fixed", "flexmatch", "freematch"), default="fixed",
-                   help="best: threshold policy")
-    p.add_argument("--best-alignment", action=argparse.BooleanOptionalAction, default=False,
-                   help="best: distribution alignment")
-    p.add_argument("--best-teacher", choices=("none", "ema"), default="ema", help="best: pseudo-labels from")
-    p.add_argument("--best-eval", choices=("model", "ema"), default="ema", help="best: the model validated and tested")
+                   help="EMA momentum, Ignite's convention: the weight of the model in each update")
+    p.add_argument("--optimizer", choices=("adam", "sgd"), default="adam",
+                   help="adam, or sgd with Nesterov momentum 0.9 (FixMatch)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: 1e-3 for adam, 0.03 for sgd)")
+    p.add_argument("--weight-decay", type=float, default=0.0, help="weight decay (sgd: not on BatchNorm and biases)")
+    p.add_argument("--schedule", choices=("constant", "cosine"), default="constant",
+                   help="learning rate over the budget: constant, or FixMatch's cos(7 pi k / 16 K)")
     p.add_argument("--eval-batch-size", type=int, default=1000)
     p.add_argument("--num-workers", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     p.add_argument("--device", default="auto", help="auto (cuda when available, else cpu), cpu, cuda, cuda:1, ...")
-    p.add_argument("--plot", default="", help="PNG of the validation curves (needs matplotlib)")
+    p.add_argument("--plot", default="", help="PNG of the curves (needs matplotlib)")
     p.add_argument("--out", default="", help="JSON results file")
     p.add_argument("--merge", nargs="+", default=[], metavar="JSON",
                    help="instead of training: merge the reports of runs made in parallel (e.g. one seed each) "
@@ -467,10 +619,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for seed in args.seeds:
         run_seed(args, seed, device, on_result)
     report = write(args, runs, device)
-    print(f"\n{'method':<12} {'test accuracy':>18} {'minutes':>8} {'steps':>7}")
+    print(f"\n{'method':<13} {'test accuracy (mean +- SE)':>27} {'minus control':>16} {'minutes':>8} {'steps':>7}")
     for method, s in report["summary"].items():
-        print(f"{method:<12} {100 * s['test_accuracy_mean']:>8.2f} +- {100 * s['test_accuracy_std']:.2f} % "
-              f"{s['minutes_mean']:>8.1f} {s['steps_mean']:>7.0f}")
+        diff = f"{100 * s['minus_control_mean']:+.2f} +- {100 * s['minus_control_se']:.2f}" \
+            if "minus_control_mean" in s else ""
+        print(f"{method:<13} {100 * s['test_accuracy_mean']:>17.2f} +- {100 * s['test_accuracy_se']:.2f} % "
+              f"{diff:>16} {s['minutes_mean']:>8.1f} {s['steps_mean']:>7.0f}")
     if args.plot:
         plot(report, args.plot)
         print(f"curves: {args.plot}")
@@ -494,7 +648,7 @@ def merge(paths: list[str], out: str, png: str) -> dict[str, Any]:
     if png:
         plot(merged, png)
     for method, s in merged["summary"].items():
-        print(f"{method:<12} {100 * s['test_accuracy_mean']:>8.2f} +- {100 * s['test_accuracy_std']:.2f} % "
+        print(f"{method:<13} {100 * s['test_accuracy_mean']:>8.2f} +- {100 * s['test_accuracy_std']:.2f} % "
               f"({s['seeds']} seeds)")
     return merged
 

@@ -55,6 +55,8 @@ class LossStats(NamedTuple):
         pseudo_correct, pseudo_used: weighted counts of correct and used pseudo-labels against the
             held-back truth, or ``None`` without one.
         regularisers: each regulariser's unweighted term by name.
+        weights, labels: online pseudo-labels only: the weight (mask) and the hard pseudo-label of every
+            student prediction, ``(M, d1, ...)``, for per-sample or per-class monitoring; else ``None``.
     """
 
     supervised_loss: torch.Tensor
@@ -64,6 +66,8 @@ class LossStats(NamedTuple):
     pseudo_correct: torch.Tensor | None
     pseudo_used: torch.Tensor | None
     regularisers: dict[str, torch.Tensor]
+    weights: torch.Tensor | None = None
+    labels: torch.Tensor | None = None
 
 
 def split_rows(y_pred: torch.Tensor, target: SemiSupervisedTarget) -> Rows:
@@ -158,7 +162,7 @@ class SemiSupervisedLoss(nn.Module):
         rows = split_rows(y_pred, target)
         supervised = self.supervised_loss(rows.labeled, target.labels)
         zero = torch.zeros((), device=y_pred.device)
-        counts = None
+        counts = out = None
         left_out = self._count_left_out(target.unlabeled_valid if rows.student.shape[0] else None, zero)
         if rows.student.shape[0] == 0:
             pseudo, mask_rate, extra = zero, zero, {r.component: zero for r in self.term.regularisers}
@@ -172,7 +176,8 @@ class SemiSupervisedLoss(nn.Module):
             counts = self._accuracy(out.labels, out.weights, target.sample_index, rows.held_back_targets,
                                     y_pred.shape[1])
         self.stats = LossStats(supervised.detach(), pseudo.detach(), mask_rate.detach(), left_out,
-                               *(counts or (None, None)), {k: v.detach() for k, v in extra.items()})
+                               *(counts or (None, None)), {k: v.detach() for k, v in extra.items()},
+                               None if out is None else out.weights.detach(), None if out is None else out.labels)
         weight = self.weight() if callable(self.weight) else self.weight
         if weight == 0.0 or rows.student.shape[0] == 0:
             return supervised
