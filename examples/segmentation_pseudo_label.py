@@ -16,7 +16,8 @@ and scored with Ignite's ``ConfusionMatrix`` and ``mIoU``, by three methods:
   of every unlabeled canvas share one random crop (:class:`~ignite_pseudolabel.dense.DenseWeakStrongViews`;
   the padded pixels are invalid, not "ignore"), the strong view adds colour jitter and blur, and
   CutMix pastes a box of another canvas into it; an EMA teacher (Ignite's ``EMAHandler``) predicts
-  the weak views; its pixels whose confidence reaches their class's threshold (FreeMatch's
+  the weak views (or, with ``--teacher none``, the model itself in the same forward pass, the loss
+  mixing its weak-view predictions with the same boxes: UniMatch's online CutMix); its pixels whose confidence reaches their class's threshold (FreeMatch's
   self-adaptive class-wise thresholds over the pixels, or ``--policy fixed --threshold``) train the
   student's strong view at the same (CutMix-mixed) places
   (:class:`~ignite_pseudolabel.dense.DensePrepareBatch`), the pseudo term averaged over the valid
@@ -198,7 +199,10 @@ def run_method(method: str, args: argparse.Namespace, data: dict[str, Any], star
         # per pixel: FreeMatch's class-wise thresholds (lower for the digits, which cover few pixels) or a fixed one
         policy: Any = FreeMatchThreshold(NUM_CLASSES) if args.policy == "freematch" else \
             FixedThreshold(args.threshold, num_classes=NUM_CLASSES)
-        loss = PseudoLabelLoss(policy, supervised_loss=supervised_loss, teacher=ema.ema_model)
+        # pseudo-labels from the EMA teacher, or (--teacher none, UniMatch's online CutMix) from the model's own weak
+        # views in the same forward pass, which the loss mixes with the strong views' CutMix boxes
+        loss = PseudoLabelLoss(policy, supervised_loss=supervised_loss,
+                               teacher=ema.ema_model if args.teacher == "ema" else None)
         prepare = DensePrepareBatch(loss, cutmix={"p": args.cutmix_p} if args.cutmix_p > 0 else None,
                                     ignore_index=IGNORE)
         trainer = create_supervised_trainer(model, optimizer, loss, prepare_batch=prepare)
@@ -363,6 +367,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threshold", type=float, default=0.95, help="dense: the fixed per-pixel threshold")
     p.add_argument("--alpha", type=float, default=1.0, help="dense: weight of the pseudo-label term")
     p.add_argument("--cutmix-p", type=float, default=0.5, help="dense: probability of CutMix per canvas (0: none)")
+    p.add_argument("--teacher", choices=("ema", "none"), default="ema",
+                   help="dense: pseudo-labels from the EMA teacher, or from the model's own weak views in the same "
+                        "forward pass (online CutMix, as UniMatch; the EMA model is still the evaluated one)")
     p.add_argument("--ema-momentum", type=float, default=0.05,
                    help="dense: weight of the model in each EMA update (Ignite's momentum; decay 0.95)")
     p.add_argument("--num-workers", type=int, default=0)
