@@ -1,5 +1,10 @@
 """The view-backend protocol, one class per BatchViews backend, draws apart from their application, the seeding
-contract (one generator for every parameter of the kornia backend)."""
+contract (one generator for every parameter of the kornia backend), and a batch path free of torchvision."""
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -8,6 +13,8 @@ from ignite_pseudolabel.batch import RawBatch, SemiSupervisedBatch, Views, prepa
 from ignite_pseudolabel.batch_views import BatchViews, KorniaBatchViews, TorchvisionBatchViews, ViewBackend
 from ignite_pseudolabel.view_ops import RandomCrop, RandomSource
 from ignite_pseudolabel.view_options import ViewOptions
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def images(n=8, channels=3, side=32, seed=0):
@@ -136,3 +143,27 @@ def test_view_options_validate_without_building_transforms():
     with pytest.raises(ValueError, match=r"magnitude should be an integer in \[0, 30\], but given 31"):
         BatchViews("digits", magnitude=31, strength="fixmatch", backend="kornia")
     assert ViewOptions.check("natural", size=32).magnitude == 10
+
+
+def test_the_batch_path_imports_no_torchvision():
+    pytest.importorskip("kornia")
+    script = textwrap.dedent("""
+        import sys
+        import torch
+        import ignite_pseudolabel
+        from ignite_pseudolabel import BatchViews, DeviceBatches, PseudoLabelLoss, SemiSupervisedLoader
+        from ignite_pseudolabel.batch import SemiSupervisedBatch
+        images = torch.randint(0, 256, (8, 1, 28, 28), dtype=torch.uint8)
+        loss = PseudoLabelLoss(0.5, alpha=1.0, views=BatchViews("digits", backend="kornia"))
+        raw = next(iter(DeviceBatches(images, batch_size=4, return_index=True)))
+        x, target = loss.prepare_batch(SemiSupervisedBatch((images[:2], torch.tensor([0, 1])), unlabeled=raw))
+        assert x.shape == (10, 1, 28, 28), x.shape
+        loaded = sorted(m for m in sys.modules if m.split(".")[0] == "torchvision")
+        assert not loaded, loaded
+        assert "WeakStrongViews" in dir(ignite_pseudolabel)
+        ignite_pseudolabel.WeakStrongViews  # loaded when asked for
+        assert "torchvision" in sys.modules
+        print("ok")
+    """)
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
