@@ -55,12 +55,15 @@ from ignite_pseudolabel.alignment import *
 from ignite_pseudolabel.batch import *
 from ignite_pseudolabel.batch_views import *
 from ignite_pseudolabel.dense import *
+from ignite_pseudolabel.dense_batch_views import *
 from ignite_pseudolabel.device_data import *
 from ignite_pseudolabel.losses import *
 from ignite_pseudolabel.mining import *
 from ignite_pseudolabel.schedules import *
 from ignite_pseudolabel.split import *
 from ignite_pseudolabel.tensorboard import *
+from ignite_pseudolabel.view_ops import *
+from ignite_pseudolabel.view_options import *
 """
 
 # -- HTML -------------------------------------------------------------------------------------------
