@@ -154,13 +154,13 @@ class DenseBatchViews:
             raise ValueError(f"Argument blur_sigma should be (smallest, largest), but given {blur_sigma}")
         self.blur_sigma = (low, high)
         self._cutout = None if check_float("cutout", cutout, low=0.0, high=1.0) == 0 else Cutout(cutout)
-        if (mean is None) != (std is None) or (mean is not None and len(mean) != len(std)):  # type: ignore[arg-type]
-            raise ValueError(f"Arguments mean and std should both be None or have the same length, but given {mean} "
-                             f"and {std}")
         self._normalize = None
-        if mean is not None and std is not None:
+        if mean is not None and std is not None and len(mean) == len(std):
             self._normalize = Normalize([check_float("mean", float(m)) for m in mean],
                                         [check_float("std", float(s), low=0.0, low_inclusive=False) for s in std])
+        elif mean is not None or std is not None:
+            raise ValueError(f"Arguments mean and std should both be None or have the same length, but given {mean} "
+                             f"and {std}")
         if held_back_targets is not None:
             held_back_targets = torch.as_tensor(held_back_targets)
             if held_back_targets.ndim != 3:
