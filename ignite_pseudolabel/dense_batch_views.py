@@ -181,7 +181,8 @@ class DenseBatchViews:
         crop = self._crop.draw(n, height, width, source)
         brightness = source.uniform(n, max(0.0, 1 - self.brightness), 1 + self.brightness)
         contrast = source.uniform(n, max(0.0, 1 - self.contrast), 1 + self.contrast)
-        first, blur, sigma = source.bernoulli(n, 0.5), source.bernoulli(n, self.blur_p), source.uniform(n, *self.blur_sigma)
+        first, blur = source.bernoulli(n, 0.5), source.bernoulli(n, self.blur_p)
+        sigma = source.uniform(n, *self.blur_sigma)
         cutout = None if self._cutout is None else self._cutout.draw(n, *self._crop.output_size(height, width), source)
         return DenseParams(crop, brightness, contrast, first, blur, sigma, cutout)
 

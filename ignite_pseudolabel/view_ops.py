@@ -77,7 +77,8 @@ class RandomSource:
         return self._deliver(u if (low, high) == (0.0, 1.0) else low + (high - low) * u)
 
     def integers(self, n: int, high: int | torch.Tensor) -> torch.Tensor:
-        """``(N,)`` int64 values uniform in ``[0, high)``; ``high`` a positive number or a per-sample ``(N,)`` tensor."""
+        """``(N,)`` int64 values uniform in ``[0, high)``; ``high`` a positive integer or a per-sample ``(N,)``
+        tensor."""
         if isinstance(high, torch.Tensor):  # per sample: floor(u * high), kept below high despite float rounding
             drawn = (self.uniform(n) * high).floor().to(torch.int64)
             return torch.minimum(drawn, high.to(torch.int64) - 1)
@@ -144,7 +145,8 @@ class RandomCrop:
         out_h, out_w = self.output_size(height, width)
         p = self.padding
         if self.padding_mode == "reflect" and p >= min(height, width):
-            raise ValueError(f"Reflect padding of {p} pixels needs inputs larger than that, but given {height} x {width}")
+            raise ValueError(f"Reflect padding of {p} pixels needs inputs larger than that, but given {height} x "
+                             f"{width}")
         if height + 2 * p < out_h or width + 2 * p < out_w:
             raise ValueError(f"The crop of {out_h} x {out_w} pixels does not fit in the padded input of "
                              f"{height + 2 * p} x {width + 2 * p} pixels")
@@ -249,7 +251,8 @@ class Cutout:
         rows = torch.arange(height, device=x.device).view(1, -1)
         cols = torch.arange(width, device=x.device).view(1, -1)
         top, left, side = params.top.view(-1, 1), params.left.view(-1, 1), params.side.view(-1, 1)
-        patch = ((rows >= top) & (rows < top + side)).unsqueeze(2) & ((cols >= left) & (cols < left + side)).unsqueeze(1)
+        inside_rows, inside_cols = (rows >= top) & (rows < top + side), (cols >= left) & (cols < left + side)
+        patch = inside_rows.unsqueeze(2) & inside_cols.unsqueeze(1)
         return x.masked_fill(patch.unsqueeze(1), value)
 
 
