@@ -56,6 +56,7 @@ from ignite_pseudolabel.batch import *
 from ignite_pseudolabel.batch_views import *
 from ignite_pseudolabel.criterion import *
 from ignite_pseudolabel.dense import *
+from ignite_pseudolabel.dense_batch_views import *
 from ignite_pseudolabel.device_data import *
 from ignite_pseudolabel.functional import *
 from ignite_pseudolabel.labels import *
@@ -71,6 +72,8 @@ from ignite_pseudolabel.split import *
 from ignite_pseudolabel.tensorboard import *
 from ignite_pseudolabel.thresholds import *
 from ignite_pseudolabel.unsupervised import *
+from ignite_pseudolabel.view_ops import *
+from ignite_pseudolabel.view_options import *
 from ignite_pseudolabel.weighting import *
 """
 

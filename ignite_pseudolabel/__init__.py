@@ -5,6 +5,10 @@ options, the schedules, the data wrappers, the miner, the checkpointers and the 
 (the names in ``__all__``). The building blocks they are made of (pure loss and selection
 functions, the ramp function, the batch target, the TensorBoard handlers) live in their
 submodules, e.g. ``from ignite_pseudolabel.losses import masked_cross_entropy``.
+
+Importing the package imports no torchvision: the names that need it (:class:`WeakStrongViews`,
+:func:`weak_strong_transforms`) load their module at first use, so that a training script on the
+batched path (:class:`BatchViews` with kornia, :class:`DeviceBatches`) never imports torchvision.
 """
 
 from __future__ import annotations
@@ -14,7 +18,6 @@ import warnings
 from typing import Any
 
 from .alignment import DistributionAlignment
-from .augment import WeakStrongViews, weak_strong_transforms
 from .batch import SemiSupervisedBatch, Views
 from .batch_views import BatchViews
 from .checkpoint import BestCheckpoint, BestValCheckpoint, ResumeCheckpoint
@@ -58,6 +61,12 @@ __all__ = [
     "weak_strong_transforms",
 ]
 
+#: Names of ``__all__`` whose module imports torchvision: loaded at first access (name -> submodule).
+_LAZY = {
+    "WeakStrongViews": "augment",
+    "weak_strong_transforms": "augment",
+}
+
 #: Names importable from the root in 0.2 that now live in a submodule only: name -> submodule.
 #: Importing them from the root still works in 0.3 with a DeprecationWarning; 0.4 removes the aliases.
 _MOVED = {
@@ -78,9 +87,18 @@ _MOVED = {
 
 
 def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value  # the next access is an ordinary attribute
+        return value
     module = _MOVED.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     warnings.warn(f"ignite_pseudolabel.{name} is deprecated and will be removed in 0.4: import it from "
                   f"ignite_pseudolabel.{module} instead", DeprecationWarning, stacklevel=2)
     return getattr(importlib.import_module(f".{module}", __name__), name)
+
+
+def __dir__() -> list[str]:
+    """The module's names, the lazily loaded ones included (not the deprecated aliases)."""
+    return sorted(set(globals()) | set(_LAZY))

@@ -13,15 +13,12 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-from ._validation import check_choice, check_float, check_inputs_only, check_int, check_map_style
+from ._validation import check_inputs_only, check_map_style
 from .batch import Views
+from .view_options import CUTOUT_SIDES, MAX_MAGNITUDE, ViewOptions  # noqa: F401  (MAX_MAGNITUDE: re-exported)
 
-__all__ = ["WeakStrongViews", "weak_strong_transforms"]  # Views moved to .batch; imported here still works
-
-#: torchvision's RandAugment magnitudes are bins 0..30 of each operation's range (shared with batch_views).
-MAX_MAGNITUDE = 30
-#: the Cutout side of ``strength="fixmatch"`` is drawn from this many equally spaced fractions of ``cutout``.
-CUTOUT_SIDES = 16
+# Views moved to .batch, MAX_MAGNITUDE and CUTOUT_SIDES to .view_options; importing them from here still works
+__all__ = ["WeakStrongViews", "weak_strong_transforms"]
 
 
 class WeakStrongViews(Dataset):
@@ -120,44 +117,30 @@ def weak_strong_transforms(
     .. versionchanged:: 0.3.0
         ``strength``.
     """
-    check_choice("kind", kind, ("natural", "digits"))
-    check_choice("policy", policy, ("randaugment", "trivialaugment"))
-    check_choice("strength", strength, ("torchvision", "fixmatch"))
-    num_ops = check_int("num_ops", num_ops, minimum=0)
-    if magnitude is None:
-        magnitude = MAX_MAGNITUDE if strength == "fixmatch" else 10
-    magnitude = check_int("magnitude", magnitude, minimum=0)
-    if magnitude > MAX_MAGNITUDE:
-        raise ValueError(f"Argument magnitude should be an integer in [0, {MAX_MAGNITUDE}], but given {magnitude}")
-    cutout = check_float("cutout", cutout, low=0.0, high=1.0)
-    if len(mean) != len(std):
-        raise ValueError(f"Arguments mean and std should have the same length, but given {len(mean)} and {len(std)}")
-    if kind == "natural":
-        if size is None:
-            raise ValueError("Argument size (the image side) is required for kind='natural' (random crop)")
-        size = check_int("size", size, minimum=1)
-        geometric: list[Any] = [v2.RandomHorizontalFlip(), v2.RandomCrop(size, padding=max(1, size // 8),
-                                                                           padding_mode="reflect")]
-    else:
-        geometric = [v2.RandomAffine(degrees=0, translate=(0.125, 0.125))]
-    to_float = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
+    o = ViewOptions.check(kind, mean=mean, std=std, size=size, num_ops=num_ops, magnitude=magnitude, cutout=cutout,
+                          policy=policy, strength=strength)
+    geometric: list[Any] = [v2.RandomAffine(degrees=0, translate=(0.125, 0.125))]
+    if o.size is not None and o.kind == "natural":
+        geometric = [v2.RandomHorizontalFlip(),
+                     v2.RandomCrop(o.size, padding=max(1, o.size // 8), padding_mode="reflect")]
+    to_float = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(o.mean), list(o.std))]
     augment: v2.Transform
-    if policy == "trivialaugment":
+    if o.policy == "trivialaugment":
         augment = v2.TrivialAugmentWide()
-    elif strength == "fixmatch" and num_ops > 0:
+    elif o.strength == "fixmatch" and o.num_ops > 0:
         # Each operation with its own magnitude: one-operation RandAugments, each picked at random per image.
-        augment = v2.Compose([v2.RandomChoice([v2.RandAugment(num_ops=1, magnitude=m) for m in range(magnitude + 1)])
-                              for _ in range(num_ops)])
+        augment = v2.Compose([v2.RandomChoice([v2.RandAugment(num_ops=1, magnitude=m) for m in range(o.magnitude + 1)])
+                              for _ in range(o.num_ops)])
     else:
-        augment = v2.RandAugment(num_ops=num_ops, magnitude=magnitude)
+        augment = v2.RandAugment(num_ops=o.num_ops, magnitude=o.magnitude)
     # Cutout: one square patch whose side is up to `cutout` of the image side.
     erase: list[v2.Transform] = []
-    if cutout > 0 and strength == "fixmatch":  # side uniform up to `cutout`
-        sides = [cutout * k / CUTOUT_SIDES for k in range(1, CUTOUT_SIDES + 1)]
+    if o.cutout > 0 and o.strength == "fixmatch":  # side uniform up to `cutout`
+        sides = [o.cutout * k / CUTOUT_SIDES for k in range(1, CUTOUT_SIDES + 1)]
         erase = [v2.RandomChoice([v2.RandomErasing(p=1.0, scale=(f * f, f * f), ratio=(1.0, 1.0), value=0)
                                   for f in sides])]
-    elif cutout > 0:  # area uniform up to `cutout`^2
-        erase = [v2.RandomErasing(p=1.0, scale=(0.0001, max(cutout**2, 0.0002)), ratio=(1.0, 1.0), value=0)]
+    elif o.cutout > 0:  # area uniform up to `cutout`^2
+        erase = [v2.RandomErasing(p=1.0, scale=(0.0001, max(o.cutout**2, 0.0002)), ratio=(1.0, 1.0), value=0)]
     weak = v2.Compose([*geometric, *to_float])
     strong = v2.Compose([*geometric, augment, *to_float, *erase])
     return weak, strong

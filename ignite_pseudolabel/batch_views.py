@@ -9,36 +9,76 @@ views=...)``) and feed the unlabeled stream raw batches: ``uint8`` image tensors
 such as FlexMatch's need). The weak and strong views then go through the model in the same single
 forward pass as :class:`~ignite_pseudolabel.Views`.
 
+Anything that follows the :class:`ViewBackend` protocol can take its place; ``BatchViews`` has one
+small class per backend (:class:`KorniaBatchViews`, :class:`TorchvisionBatchViews`), and
+``BatchViews(backend=...)`` builds the one asked for.
+
 The augmentations are those of :func:`~ignite_pseudolabel.weak_strong_transforms`, at the same
 strengths: with the ``kornia`` backend (``pip install ignite-pseudolabel[fast]``) the shifts, flips
-and crops are kornia's augmentations and the RandAugment / TrivialAugment operations are kornia's
-image functions, one operation drawn per sample and per round, each giving torchvision's image for the
-same operation and magnitude (shears about the top-left corner, whole-pixel translations, results
-truncated to the 8-bit grid; tested operation by operation; sharpness may differ by one grey level,
-as kornia does not round the blurred image as torchvision's ``uint8`` path does); with the
-``torchvision`` backend (the fallback when kornia is absent) the torchvision transforms run once per
-image, on the device, drawing their random parameters in :class:`~ignite_pseudolabel.WeakStrongViews`'
-order: with
+and crops are exact pixel gathers (:mod:`~ignite_pseudolabel.view_ops`) and the RandAugment /
+TrivialAugment operations kornia's image functions, one operation drawn per sample and per round,
+each giving torchvision's image for the same operation and magnitude (shears about the top-left
+corner, whole-pixel translations, results truncated to the 8-bit grid; tested operation by
+operation; sharpness may differ by one grey level, as kornia does not round the blurred image as
+torchvision's ``uint8`` path does); its random parameters are drawn apart from their application
+(:meth:`KorniaBatchViews.draw`, :meth:`KorniaBatchViews.apply`), all from one generator. With the
+``torchvision`` backend (the fallback when kornia is absent) the torchvision transforms run once
+per image, on the device, drawing their random parameters in
+:class:`~ignite_pseudolabel.WeakStrongViews`' order: with
 :class:`~ignite_pseudolabel.device_data.DeviceBatches` in place of a ``DataLoader`` over
-``WeakStrongViews``, a seeded run is the per-image run exactly, on CPU (tested).
+``WeakStrongViews``, a seeded run is the per-image run exactly, on CPU (tested). Only that backend
+imports torchvision.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple, Protocol, runtime_checkable
 
 import torch
-from torch import nn
 
-from ._validation import check_choice, check_float, check_int
-from .augment import CUTOUT_SIDES, MAX_MAGNITUDE, weak_strong_transforms
+from ._validation import check_choice
 from .batch import RawBatch, Views  # RawBatch is defined with the batch types; importable here still
+from .view_ops import (
+    CropParams,
+    Cutout,
+    CutoutParams,
+    Normalize,
+    RandomCrop,
+    RandomShift,
+    RandomSource,
+    adjust_brightness,
+    adjust_contrast,
+    blend,
+    check_raw_images,
+    grey,
+    per_sample,
+    quantize,
+    split_raw_batch,
+)
+from .view_options import MAX_MAGNITUDE, ViewOptions
 
-__all__ = ["BatchViews"]
+__all__ = ["BatchViews", "KorniaBatchViews", "OperationParams", "TorchvisionBatchViews", "ViewBackend", "ViewParams"]
 
 _INSTALL_HINT = ("pip install 'ignite-pseudolabel[fast]' (or pip install kornia), or use backend='torchvision' "
                  "(the same transforms, one image at a time)")
+
+
+@runtime_checkable
+class ViewBackend(Protocol):
+    """What ``PseudoLabelLoss(views=...)`` and ``prepare_semi_supervised_batch(views=...)`` call.
+
+    A view backend turns a raw unlabeled batch, on the trainer's device, into its weak and strong
+    views, and makes the weak view of a raw labeled batch. It needs no base class: any object with
+    these two methods will do (see the "A view backend" how-to). :class:`BatchViews` is one.
+    """
+
+    def __call__(self, raw: torch.Tensor | RawBatch) -> Views:
+        """The :class:`~ignite_pseudolabel.Views` of ``raw``: a ``uint8`` batch ``(N, C, H, W)`` (positions
+        ``None``) or a :class:`RawBatch` (its ``sample_index`` becomes the views' ``sample_index``)."""
+
+    def weak(self, raw: torch.Tensor) -> torch.Tensor:
+        """The weak view of a raw batch (the labeled rows' inputs), as the model's float inputs."""
 
 
 def _import_kornia() -> Any:
@@ -72,17 +112,25 @@ _SPACES = {
 }
 
 
-class _BatchRandAugment(nn.Module):
+class OperationParams(NamedTuple):
+    """One RandAugment round drawn for a batch: per sample an operation (an index into the 14 operations of
+    torchvision's RandAugment), a magnitude in [0, 1] (the bin over 30) and a sign (+1 or -1), each ``(N,)``."""
+
+    op: torch.Tensor
+    level: torch.Tensor
+    sign: torch.Tensor
+
+
+class _BatchRandAugment:
     """RandAugment / TrivialAugment-Wide on a float batch in [0, 1]: every sample draws its own operations.
 
-    Each of the ``num_ops`` rounds draws one operation, one magnitude bin and one sign per sample; the
-    geometric operations of a round are one affine warp (kornia), the photometric ones are kornia's
-    image functions applied to the whole batch and kept where selected (``torch.where``), so the
-    round costs the same whatever the draw, with no host synchronisation.
+    Each of the ``num_ops`` rounds draws one operation, one magnitude bin and one sign per sample
+    (:meth:`draw`); :meth:`apply` makes the geometric operations of a round one affine warp (kornia)
+    and applies the photometric ones to the whole batch, kept where selected (``torch.where``), so
+    the round costs the same whatever the draw, with no host synchronisation.
     """
 
     def __init__(self, policy: str, num_ops: int, magnitude: int, per_op_magnitude: bool) -> None:
-        super().__init__()
         self.space = _SPACES[policy]
         self.num_ops = 1 if policy == "trivialaugment" else num_ops
         self.magnitude = magnitude
@@ -90,20 +138,25 @@ class _BatchRandAugment(nn.Module):
         self.random_magnitude = policy == "trivialaugment" or per_op_magnitude
         self.max_bin = MAX_MAGNITUDE if policy == "trivialaugment" else magnitude
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for _ in range(self.num_ops):
-            x = self._round(x)
-        return x
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.apply(x, self.draw(x.shape[0], RandomSource(x.device)))
 
-    def _round(self, x: torch.Tensor) -> torch.Tensor:
-        n, device = x.shape[0], x.device
-        op = torch.randint(len(_OPERATIONS), (n,), device=device)
-        if self.random_magnitude:
-            level = torch.randint(self.max_bin + 1, (n,), device=device).to(x.dtype) / MAX_MAGNITUDE
-        else:
-            level = torch.full((n,), self.magnitude / MAX_MAGNITUDE, device=device, dtype=x.dtype)
-        sign = torch.where(torch.rand(n, device=device) < 0.5, -1.0, 1.0).to(x.dtype)
-        return _apply_operations(x, op, level, sign, self.space)
+    def draw(self, n: int, source: RandomSource) -> tuple[OperationParams, ...]:
+        rounds = []
+        for _ in range(self.num_ops):
+            op = source.integers(n, len(_OPERATIONS))
+            if self.random_magnitude:
+                level = source.integers(n, self.max_bin + 1).to(torch.float32) / MAX_MAGNITUDE
+            else:
+                level = torch.full((n,), self.magnitude / MAX_MAGNITUDE, device=source.device)
+            sign = torch.where(source.bernoulli(n, 0.5), -1.0, 1.0)
+            rounds.append(OperationParams(op, level, sign))
+        return tuple(rounds)
+
+    def apply(self, x: torch.Tensor, rounds: tuple[OperationParams, ...]) -> torch.Tensor:
+        for r in rounds:
+            x = _apply_operations(x, r.op, r.level.to(x.dtype), r.sign.to(x.dtype), self.space)
+        return x
 
 
 def _apply_operations(x: torch.Tensor, op: torch.Tensor, level: torch.Tensor, sign: torch.Tensor,
@@ -141,15 +194,15 @@ def _apply_operations(x: torch.Tensor, op: torch.Tensor, level: torch.Tensor, si
     warped = kornia.geometry.transform.warp_affine(x, matrix[:, :2], (height, width), mode="nearest",
                                                    padding_mode="zeros")
     geometric = sum(chosen(name) for name in _GEOMETRIC)
-    out = torch.where(_rows(geometric.bool()), warped, x)
+    out = torch.where(per_sample(geometric.bool()), warped, x)
 
     # Photometric operations on the input, each kept for the samples that drew it.
     enhance = kornia.enhance
     factor = 1.0 + signed * space["enhance"]
     bins = torch.round(level * MAX_MAGNITUDE / (MAX_MAGNITUDE / space["posterize_bits"]))
     photometric: dict[str, Callable[[], torch.Tensor]] = {
-        "brightness": lambda: (x * _rows(factor)).clamp(0.0, 1.0),  # blend with black, as torchvision
-        "contrast": lambda: enhance.adjust_contrast_with_mean_subtraction(x, factor),
+        "brightness": lambda: adjust_brightness(x, factor),  # blend with black, as torchvision
+        "contrast": lambda: adjust_contrast(x, factor),
         "sharpness": lambda: enhance.sharpness(x, factor),
         "posterize": lambda: enhance.posterize(x, (8 - bins).to(torch.int64)),
         "solarize": lambda: enhance.solarize(x, 1.0 - level),
@@ -157,21 +210,10 @@ def _apply_operations(x: torch.Tensor, op: torch.Tensor, level: torch.Tensor, si
         "equalize": lambda: enhance.equalize(x),
     }
     if channels == 3:  # saturation; an identity on other images, as in torchvision
-        photometric["color"] = lambda: _blend(x, kornia.color.rgb_to_grayscale(x), factor)
+        photometric["color"] = lambda: blend(x, grey(x), factor)
     for name, fn in photometric.items():
-        out = torch.where(_rows(chosen(name)), fn(), out)
-    # Back on the 8-bit grid, truncated as torchvision's operations on uint8 images do (the small margin
-    # keeps values already on the grid there despite float rounding).
-    return torch.floor(out * 255.0 + 1e-3) / 255.0
-
-
-def _rows(values: torch.Tensor) -> torch.Tensor:
-    """A per-sample ``(N,)`` tensor shaped to broadcast over ``(N, C, H, W)``."""
-    return values.view(-1, 1, 1, 1)
-
-
-def _blend(image: torch.Tensor, other: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    return (_rows(factor) * image + (1 - _rows(factor)) * other).clamp(0.0, 1.0)
+        out = torch.where(per_sample(chosen(name)), fn(), out)
+    return quantize(out)  # back on the 8-bit grid, truncated as torchvision's operations on uint8 images do
 
 
 def _autocontrast(x: torch.Tensor) -> torch.Tensor:
@@ -182,18 +224,18 @@ def _autocontrast(x: torch.Tensor) -> torch.Tensor:
     return ((x - torch.where(flat, 0.0, low)) * scale).clamp(0.0, 1.0)
 
 
-def _cutout(x: torch.Tensor, side: torch.Tensor) -> torch.Tensor:
-    """Sets one square patch per image to 0, of ``side`` pixels (per sample; 0: none), placed inside the image."""
-    n, _, height, width = x.shape
-    side = torch.where((side < height) & (side < width), side, 0)  # a patch that does not fit is not erased
-    top = (torch.rand(n, device=x.device) * (height - side + 1)).floor()
-    left = (torch.rand(n, device=x.device) * (width - side + 1)).floor()
-    rows = torch.arange(height, device=x.device).view(1, -1)
-    cols = torch.arange(width, device=x.device).view(1, -1)
-    inside_rows = (rows >= top.view(-1, 1)) & (rows < (top + side).view(-1, 1))
-    inside_cols = (cols >= left.view(-1, 1)) & (cols < (left + side).view(-1, 1))
-    patch = inside_rows.unsqueeze(2) & inside_cols.unsqueeze(1)
-    return x.masked_fill(patch.unsqueeze(1), 0.0)
+class ViewParams(NamedTuple):
+    """One draw of :class:`KorniaBatchViews`' random parameters for a batch (see :meth:`KorniaBatchViews.draw`).
+
+    Attributes:
+        crop: the geometry: shifts (digits), or flips and crop offsets (natural images).
+        operations: one :class:`OperationParams` per RandAugment round; empty for a weak view.
+        cutout: the Cutout patches, or ``None`` (a weak view, or ``cutout=0``).
+    """
+
+    crop: CropParams
+    operations: tuple[OperationParams, ...]
+    cutout: CutoutParams | None
 
 
 class BatchViews:
@@ -204,11 +246,21 @@ class BatchViews:
     ``uint8`` images ``(N, C, H, W)`` at once, each sample with its own random parameters. Call it
     on a raw batch (a tensor or a :class:`RawBatch`) to get :class:`~ignite_pseudolabel.Views`;
     :meth:`weak` alone augments a labeled batch. Pass it to ``PseudoLabelLoss(views=...)`` so that
-    its ``prepare_batch`` applies it after moving the raw batch to the trainer's device.
+    its ``prepare_batch`` applies it after moving the raw batch to the trainer's device. It follows
+    the :class:`ViewBackend` protocol; ``BatchViews(...)`` returns a :class:`KorniaBatchViews` or a
+    :class:`TorchvisionBatchViews` (both are ``BatchViews``), chosen by ``backend``.
 
-    Randomness comes from torch's generators (of the batch's device, and the CPU one for kornia's
-    parameters), so ``torch.manual_seed`` makes the views reproducible on CPU and
-    :class:`~ignite_pseudolabel.RNGState` in a checkpoint resumes them exactly.
+    Seeding. The ``kornia`` backend draws every random parameter of a batch (shifts, flips and
+    crops, RandAugment operations, magnitudes and signs, Cutout sides and places) from one
+    generator: ``generator`` when given (drawn on its device and delivered to the batch's device, so
+    a CPU generator gives the same parameters for a CPU and a CUDA batch), else the default
+    generator of the batch's device: the CPU generator for a CPU batch, that GPU's CUDA generator
+    for a CUDA batch. ``torch.manual_seed(s)`` seeds the CPU generator and those of every CUDA
+    device; ``torch.cuda.manual_seed(s)`` alone (the current device) then suffices for views made on
+    that GPU. The ``torchvision`` backend draws from torch's CPU generator whatever the device (as
+    torchvision's transforms do), image by image, and takes no ``generator``.
+    :class:`~ignite_pseudolabel.RNGState` in a checkpoint resumes the default generators exactly;
+    save a ``generator`` of your own with ``RNGState(generators=[generator])``.
 
     Args:
         kind: ``"natural"`` or ``"digits"``, see :func:`~ignite_pseudolabel.weak_strong_transforms`.
@@ -223,9 +275,12 @@ class BatchViews:
         backend: ``"kornia"`` (batched; needs ``pip install ignite-pseudolabel[fast]``),
             ``"torchvision"`` (the torchvision transforms, one image at a time, on the batch's device)
             or ``"auto"`` (the default: kornia when it is installed, else torchvision).
+        generator: the ``torch.Generator`` of every random parameter of the ``kornia`` backend, or
+            ``None`` (the default generator of the batch's device); see "Seeding" above.
 
     Raises:
         ImportError: with ``backend="kornia"`` when kornia is not installed.
+        ValueError: with a ``generator`` and the ``torchvision`` backend.
 
     Examples:
         >>> views = BatchViews("digits", mean=(0.13,), std=(0.31,), strength="fixmatch")
@@ -236,9 +291,21 @@ class BatchViews:
         (torch.Size([6, 1, 28, 28]), torch.float32, [0, 1, 2, 3, 4, 5])
         >>> views.weak(images).shape  # e.g. the labeled batch
         torch.Size([6, 1, 28, 28])
+        >>> isinstance(views, BatchViews) and isinstance(views, ViewBackend)
+        True
 
     .. versionadded:: 0.3.0
     """
+
+    backend = "auto"  # the backend of the subclass: "kornia" or "torchvision"
+
+    def __new__(cls, *args: Any, backend: str = "auto", **kwargs: Any) -> BatchViews:
+        if cls is BatchViews:  # the public entry point: the class of the backend asked for
+            check_choice("backend", backend, ("auto", "kornia", "torchvision"))
+            if backend == "auto":
+                backend = "kornia" if _kornia_available() else "torchvision"
+            cls = KorniaBatchViews if backend == "kornia" else TorchvisionBatchViews
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -253,37 +320,17 @@ class BatchViews:
         policy: str = "randaugment",
         strength: str = "torchvision",
         backend: str = "auto",
+        generator: torch.Generator | None = None,
     ) -> None:
-        check_choice("backend", backend, ("auto", "kornia", "torchvision"))
-        # The torchvision transforms validate every shared argument (and are the fallback backend).
-        self._per_image = weak_strong_transforms(kind, mean=mean, std=std, size=size, num_ops=num_ops,
-                                                 magnitude=magnitude, cutout=cutout, policy=policy, strength=strength)
-        if backend == "auto":
-            backend = "kornia" if _kornia_available() else "torchvision"
-        self.backend = backend
-        self.kind, self.policy, self.strength = kind, policy, strength
-        self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
-        self.cutout = check_float("cutout", cutout, low=0.0, high=1.0)
-        if magnitude is None:
-            magnitude = MAX_MAGNITUDE if strength == "fixmatch" else 10
-        self.magnitude = check_int("magnitude", magnitude, minimum=0)
-        self.num_ops = check_int("num_ops", num_ops, minimum=0)
-        self._stats: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
-        if backend == "kornia":
-            augmentation = _import_kornia().augmentation
-            geometric: list[nn.Module]
-            if kind == "natural":
-                side = int(size)  # type: ignore[arg-type]  # checked by weak_strong_transforms
-                geometric = [augmentation.RandomHorizontalFlip(p=0.5),
-                             augmentation.RandomCrop((side, side), padding=max(1, side // 8), padding_mode="reflect",
-                                                     p=1.0)]
-            else:
-                geometric = [augmentation.RandomAffine(degrees=0.0, translate=(0.125, 0.125), resample="nearest",
-                                                       p=1.0)]
-            self._geometric = nn.Sequential(*geometric)
-            self._augment: nn.Module | None = None
-            if policy == "trivialaugment" or self.num_ops > 0:
-                self._augment = _BatchRandAugment(policy, self.num_ops, self.magnitude, strength == "fixmatch")
+        check_choice("backend", backend, ("auto", self.backend))
+        self.options = ViewOptions.check(kind, mean=mean, std=std, size=size, num_ops=num_ops, magnitude=magnitude,
+                                         cutout=cutout, policy=policy, strength=strength)
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"Argument generator should be a torch.Generator or None, but given "
+                            f"{type(generator).__name__}")
+        o = self.options
+        self.kind, self.policy, self.strength, self.mean, self.std = o.kind, o.policy, o.strength, o.mean, o.std
+        self.cutout, self.magnitude, self.num_ops, self.generator = o.cutout, o.magnitude, o.num_ops, generator
 
     def __repr__(self) -> str:
         return (f"BatchViews(kind={self.kind!r}, policy={self.policy!r}, strength={self.strength!r}, "
@@ -291,74 +338,121 @@ class BatchViews:
 
     def __call__(self, batch: torch.Tensor | RawBatch) -> Views:
         """The weak and strong views of a raw batch, with its positions (``None`` for a plain tensor)."""
-        if isinstance(batch, RawBatch):
-            images, index = batch.inputs, batch.sample_index
-        elif isinstance(batch, torch.Tensor):
-            images, index = batch, None
-        else:
-            raise TypeError(f"BatchViews expects a raw batch: a uint8 image tensor (N, C, H, W) or a RawBatch "
-                            f"(images, sample_index), but given a {type(batch).__name__}")
-        if self.backend == "torchvision":
-            # image by image, weak then strong: WeakStrongViews' order of random draws, so that this data path
-            # (e.g. DeviceBatches + BatchViews) trains exactly as the per-image one given the same seed
-            weak, strong = self._per_image
-            pairs = [(weak(image), strong(image)) for image in self._check(images)]
-            return Views(torch.stack([w for w, _ in pairs]), torch.stack([s for _, s in pairs]), index)
+        images, index = split_raw_batch(batch, "BatchViews")
         return Views(self.weak(images), self.strong(images), index)
 
     def weak(self, images: torch.Tensor) -> torch.Tensor:
         """The weak view (shifts, or flip and crop) of a raw ``uint8`` batch, as normalised float32."""
-        images = self._check(images)
-        if self.backend == "torchvision":
-            return self._each(self._per_image[0], images)
-        return self._normalize(self._geometric(self._to_float(images)))
+        raise NotImplementedError
 
     def strong(self, images: torch.Tensor) -> torch.Tensor:
         """The strong view (weak + RandAugment or TrivialAugment + Cutout) of a raw ``uint8`` batch."""
-        images = self._check(images)
-        if self.backend == "torchvision":
-            return self._each(self._per_image[1], images)
-        x = self._geometric(self._to_float(images))
-        if self._augment is not None:
-            x = self._augment(x)
+        raise NotImplementedError
+
+
+class KorniaBatchViews(BatchViews):
+    """The ``kornia`` backend of :class:`BatchViews`: whole batches at once, parameters drawn apart from their use.
+
+    :meth:`draw` returns one :class:`ViewParams` for a batch and :meth:`apply` makes the view of
+    that draw, so one draw can be applied again (to the same images, or to other images aligned
+    with them). Every parameter comes from one generator (see "Seeding" in :class:`BatchViews`).
+    Construct it as ``BatchViews(..., backend="kornia")`` or directly, with the same arguments.
+    The geometry and Cutout are plain torch; the RandAugment / TrivialAugment operations need kornia.
+
+    Examples:
+        >>> views = KorniaBatchViews("natural", size=8, num_ops=0, generator=torch.Generator().manual_seed(0))
+        >>> images = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
+        >>> params = views.draw(images)  # a strong view's flips and crops, RandAugment rounds (none here), Cutout
+        >>> params.crop.top.shape, params.operations, params.cutout.side.shape
+        (torch.Size([4]), (), torch.Size([4]))
+        >>> torch.equal(views.apply(images, params), views.apply(images, params))  # the same draw, replayed
+        True
+    """
+
+    backend = "kornia"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        o = self.options
+        self._geometry: RandomCrop = RandomShift(0.125)
+        if o.kind == "natural" and o.size is not None:
+            self._geometry = RandomCrop(o.size, padding=max(1, o.size // 8), padding_mode="reflect", flip=True)
+        self._augment: _BatchRandAugment | None = None
+        if o.policy == "trivialaugment" or o.num_ops > 0:
+            _import_kornia()  # the operations are kornia's: ImportError now rather than at the first batch
+            self._augment = _BatchRandAugment(o.policy, o.num_ops, o.magnitude, o.strength == "fixmatch")
+        self._cutout = Cutout(o.cutout, "uniform" if o.strength == "fixmatch" else "area") if o.cutout > 0 else None
+        self._normalize = Normalize(o.mean, o.std)
+
+    def draw(self, images: torch.Tensor, strong: bool = True) -> ViewParams:
+        """The random parameters of the strong (or, with ``strong=False``, the weak) views of ``images``
+        ``(N, C, H, W)``, on their device, in this order: geometry, RandAugment rounds, Cutout."""
+        n, _, height, width = images.shape
+        source = RandomSource(images.device, self.generator)
+        crop = self._geometry.draw(n, height, width, source)
+        if not strong:
+            return ViewParams(crop, (), None)
+        operations = () if self._augment is None else self._augment.draw(n, source)
+        cutout = None
+        if self._cutout is not None:
+            cutout = self._cutout.draw(n, *self._geometry.output_size(height, width), source)
+        return ViewParams(crop, operations, cutout)
+
+    def apply(self, images: torch.Tensor, params: ViewParams) -> torch.Tensor:
+        """The view of raw ``uint8`` ``images`` that ``params`` describes, as normalised float32."""
+        x = self._geometry.apply(check_raw_images(images, "BatchViews"), params.crop).to(torch.float32) / 255.0
+        if self._augment is not None and params.operations:
+            x = self._augment.apply(x, params.operations)
         x = self._normalize(x)
-        if self.cutout > 0:
-            x = _cutout(x, self._cutout_sides(x))
-        return x
+        return x if params.cutout is None else Cutout.apply(x, params.cutout)
 
-    def _cutout_sides(self, x: torch.Tensor) -> torch.Tensor:
-        """Per-sample Cutout sides in pixels, distributed as in :func:`~ignite_pseudolabel.weak_strong_transforms`."""
-        n, _, height, width = x.shape
-        if self.strength == "fixmatch":  # side uniform among 16 equally spaced fractions of `cutout`
-            k = torch.randint(1, CUTOUT_SIDES + 1, (n,), device=x.device)
-            fraction = self.cutout * k / CUTOUT_SIDES
-            area = fraction * fraction
-        else:  # area uniform up to cutout^2, as RandomErasing(scale=(0.0001, cutout^2))
-            high = max(self.cutout**2, 0.0002)
-            area = 0.0001 + (high - 0.0001) * torch.rand(n, device=x.device)
-        return torch.round(torch.sqrt(area * height * width)).to(torch.int64)
+    def weak(self, images: torch.Tensor) -> torch.Tensor:
+        """The weak view (shifts, or flip and crop) of a raw ``uint8`` batch, as normalised float32."""
+        return self.apply(images, self.draw(check_raw_images(images, "BatchViews"), strong=False))
 
-    @staticmethod
-    def _check(images: Any) -> torch.Tensor:
-        if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.dtype != torch.uint8:
-            shape = (f"shape {tuple(images.shape)} and dtype {images.dtype}" if isinstance(images, torch.Tensor)
-                     else f"a {type(images).__name__}")
-            raise ValueError(f"BatchViews expects raw uint8 images of shape (N, C, H, W), but given {shape}")
-        return images
+    def strong(self, images: torch.Tensor) -> torch.Tensor:
+        """The strong view (weak + RandAugment or TrivialAugment + Cutout) of a raw ``uint8`` batch."""
+        return self.apply(images, self.draw(check_raw_images(images, "BatchViews")))
+
+
+class TorchvisionBatchViews(BatchViews):
+    """The ``torchvision`` backend of :class:`BatchViews`: :func:`~ignite_pseudolabel.weak_strong_transforms`
+    image by image, on the batch's device, weak then strong view of each image in turn
+    (:class:`~ignite_pseudolabel.WeakStrongViews`' order of random draws, so that a seeded run on
+    :class:`~ignite_pseudolabel.device_data.DeviceBatches` is the per-image ``DataLoader`` run exactly).
+    Imports torchvision when constructed.
+
+    Examples:
+        >>> views = BatchViews("digits", backend="torchvision")
+        >>> type(views).__name__, views(torch.zeros(2, 1, 28, 28, dtype=torch.uint8)).strong.shape
+        ('TorchvisionBatchViews', torch.Size([2, 1, 28, 28]))
+    """
+
+    backend = "torchvision"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.generator is not None:
+            raise ValueError("Argument generator is for backend='kornia' only (torchvision's transforms draw from "
+                             "torch's CPU generator), but given a generator with backend='torchvision'")
+        from .augment import weak_strong_transforms  # torchvision: imported by this backend only
+
+        self._weak, self._strong = weak_strong_transforms(**self.options._asdict())
+
+    def __call__(self, batch: torch.Tensor | RawBatch) -> Views:
+        """The weak and strong views of a raw batch, with its positions (``None`` for a plain tensor)."""
+        images, index = split_raw_batch(batch, "BatchViews")
+        pairs = [(self._weak(image), self._strong(image)) for image in images]  # weak, strong, next image
+        return Views(torch.stack([w for w, _ in pairs]), torch.stack([s for _, s in pairs]), index)
+
+    def weak(self, images: torch.Tensor) -> torch.Tensor:
+        """The weak view (shifts, or flip and crop) of a raw ``uint8`` batch, as normalised float32."""
+        return self._each(self._weak, images)
+
+    def strong(self, images: torch.Tensor) -> torch.Tensor:
+        """The strong view (weak + RandAugment or TrivialAugment + Cutout) of a raw ``uint8`` batch."""
+        return self._each(self._strong, images)
 
     @staticmethod
     def _each(transform: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor) -> torch.Tensor:
-        return torch.stack([transform(image) for image in images])
-
-    @staticmethod
-    def _to_float(images: torch.Tensor) -> torch.Tensor:
-        return images.to(torch.float32) / 255.0
-
-    def _normalize(self, x: torch.Tensor) -> torch.Tensor:
-        key = (x.device, x.dtype)
-        if key not in self._stats:  # built once per device, not copied to it every batch
-            self._stats[key] = (torch.tensor(self.mean, dtype=x.dtype).view(1, -1, 1, 1).to(x.device),
-                                torch.tensor(self.std, dtype=x.dtype).view(1, -1, 1, 1).to(x.device))
-        mean, std = self._stats[key]
-        return (x - mean) / std
-
+        return torch.stack([transform(image) for image in check_raw_images(images, "BatchViews")])

@@ -1,0 +1,85 @@
+"""The arguments of FixMatch's weak and strong views, checked once for every way of making them.
+
+:func:`~ignite_pseudolabel.weak_strong_transforms` (torchvision, per image) and
+:class:`~ignite_pseudolabel.batch_views.BatchViews` (batched, on the device) take the same
+arguments; :meth:`ViewOptions.check` validates them without building any transform, so that the
+batched path checks its arguments without importing torchvision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+from ._validation import check_choice, check_float, check_int
+
+__all__ = ["CUTOUT_SIDES", "MAX_MAGNITUDE", "ViewOptions"]
+
+#: torchvision's RandAugment magnitudes are bins 0..30 of each operation's range.
+MAX_MAGNITUDE = 30
+#: the Cutout side of ``strength="fixmatch"`` is drawn from this many equally spaced fractions of ``cutout``.
+CUTOUT_SIDES = 16
+
+
+class ViewOptions(NamedTuple):
+    """The checked arguments of :func:`~ignite_pseudolabel.weak_strong_transforms` (see there for their meaning).
+
+    Build it with :meth:`check`, which fills in the default ``magnitude`` of the ``strength``.
+
+    Examples:
+        >>> options = ViewOptions.check("digits", mean=(0.13,), std=(0.31,), strength="fixmatch")
+        >>> options.magnitude, options.mean, options.size
+        (30, (0.13,), None)
+        >>> ViewOptions.check("natural")
+        Traceback (most recent call last):
+        ...
+        ValueError: Argument size (the image side) is required for kind='natural' (random crop)
+
+    .. versionadded:: 0.3.0
+    """
+
+    kind: str
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    size: int | None
+    num_ops: int
+    magnitude: int
+    cutout: float
+    policy: str
+    strength: str
+
+    @classmethod
+    def check(
+        cls,
+        kind: str = "natural",
+        *,
+        mean: Sequence[float] = (0.5,),
+        std: Sequence[float] = (0.5,),
+        size: int | None = None,
+        num_ops: int = 2,
+        magnitude: int | None = None,
+        cutout: float = 0.5,
+        policy: str = "randaugment",
+        strength: str = "torchvision",
+    ) -> ViewOptions:
+        """Validates the arguments, raising ``TypeError`` / ``ValueError`` that name the argument at fault."""
+        check_choice("kind", kind, ("natural", "digits"))
+        check_choice("policy", policy, ("randaugment", "trivialaugment"))
+        check_choice("strength", strength, ("torchvision", "fixmatch"))
+        num_ops = check_int("num_ops", num_ops, minimum=0)
+        if magnitude is None:
+            magnitude = MAX_MAGNITUDE if strength == "fixmatch" else 10
+        magnitude = check_int("magnitude", magnitude, minimum=0)
+        if magnitude > MAX_MAGNITUDE:
+            raise ValueError(f"Argument magnitude should be an integer in [0, {MAX_MAGNITUDE}], but given {magnitude}")
+        cutout = check_float("cutout", cutout, low=0.0, high=1.0)
+        if len(mean) != len(std):
+            raise ValueError(f"Arguments mean and std should have the same length, but given {len(mean)} and "
+                             f"{len(std)}")
+        means = tuple(check_float("mean", float(m)) for m in mean)
+        stds = tuple(check_float("std", float(s), low=0.0, low_inclusive=False) for s in std)
+        if kind == "natural":
+            if size is None:
+                raise ValueError("Argument size (the image side) is required for kind='natural' (random crop)")
+            size = check_int("size", size, minimum=1)
+        return cls(kind, means, stds, size, num_ops, magnitude, cutout, policy, strength)
