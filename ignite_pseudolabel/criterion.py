@@ -50,7 +50,8 @@ class LossStats(NamedTuple):
 
     Attributes:
         supervised_loss, pseudo_loss: the two terms (``pseudo_loss`` unweighted, without regularisers).
-        pseudo_mask_rate: the mean weight of the student predictions (the fraction used, for a mask).
+        pseudo_mask_rate: the mean weight of the student predictions (the fraction used, for a mask); of dense
+            predictions, over their valid pixels (padding does not count).
         pseudo_non_finite_inputs: samples left out because their inputs were not finite.
         pseudo_correct, pseudo_used: weighted counts of correct and used pseudo-labels against the
             held-back truth, or ``None`` without one.
@@ -172,7 +173,7 @@ class SemiSupervisedLoss(nn.Module):
         else:
             out = self.term(cast(torch.Tensor, rows.source), rows.student, valid=rows.valid, index=target.sample_index,
                             labeled=rows.labeled)
-            pseudo, mask_rate, extra = out.value, out.weights.float().mean(), out.regularisers
+            pseudo, mask_rate, extra = out.value, self._mask_rate(out.weights, rows.valid), out.regularisers
             counts = self._accuracy(out.labels, out.weights, target.sample_index, rows.held_back_targets,
                                     y_pred.shape[1])
         self.stats = LossStats(supervised.detach(), pseudo.detach(), mask_rate.detach(), left_out,
@@ -190,6 +191,15 @@ class SemiSupervisedLoss(nn.Module):
         usable = broadcast_valid(rows.valid, (rows.student.shape[0], *rows.student.shape[2:]))
         mask = restrict(torch.isfinite(rows.student.detach()).all(dim=1), usable)
         return masked_cross_entropy(rows.student, rows.given_labels, mask, valid=usable), mask.float().mean()
+
+    @staticmethod
+    def _mask_rate(weights: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+        """The mean weight of the predictions, over the valid pixels of dense predictions (as UniMatch): the padding
+        of a crop does not count, a sample left out altogether (non-finite inputs) counts as unused."""
+        if valid is None or valid.ndim < 2:
+            return weights.float().mean()
+        counted = valid | ~valid.flatten(1).any(dim=1).view(-1, *([1] * (valid.ndim - 1)))
+        return weights.float().sum() / counted.sum().clamp(min=1)
 
     @staticmethod
     def _count_left_out(valid: torch.Tensor | None, zero: torch.Tensor) -> torch.Tensor:

@@ -11,6 +11,8 @@ host.
 
 from __future__ import annotations
 
+import math
+
 import ignite.distributed as idist
 import torch
 from torch import nn
@@ -156,7 +158,7 @@ class FlexMatchThreshold(ThresholdPolicy):
         if self.mapping == "convex":
             return x / (2 - x)
         if self.mapping == "concave":
-            return torch.log(x + 1) / torch.log(torch.tensor(2.0, device=x.device))
+            return torch.log1p(x) / math.log(2.0)  # a Python constant: no tensor made (or copied) per step
         return x
 
     @property

@@ -204,7 +204,9 @@ def test_per_pixel_mask_rate_and_pseudo_accuracy_against_held_back_maps():
     loss_fn(teacher(x), target)
     confidence, labels = teacher(batch.unlabeled.weak).softmax(1).max(1)
     used = (confidence >= 0.9) & batch.unlabeled.valid
-    assert torch.allclose(loss_fn.components["pseudo_mask_rate"], used.float().mean())
+    # per valid pixel (as UniMatch; issue #22: it was divided by all pixels, padding included, against the docs)
+    assert torch.allclose(loss_fn.components["pseudo_mask_rate"], used.sum() / batch.unlabeled.valid.sum())
+    assert loss_fn.components["pseudo_mask_rate"] > used.float().mean()
     expected = ((labels == truth) & used).sum() / used.sum()
     assert 0.5 < expected < 1.0  # some pseudo-labels are wrong: the test can fail
     assert torch.allclose(loss_fn.components["pseudo_accuracy"], expected)
@@ -307,7 +309,7 @@ def test_stock_trainer_runs_the_dense_recipe():
                                         prepare_batch=DensePrepareBatch(loss_fn, cutmix=True))
     loss_fn.attach(trainer)
     trainer.run(data, max_epochs=3)
-    assert 0 < trainer.state.pseudo_mask_rate.item() < 1
+    assert 0 < trainer.state.pseudo_mask_rate.item() <= 1  # per valid pixel: every one passes 0.34 > 1 / 3
     assert 0 <= trainer.state.pseudo_accuracy.item() <= 1
     assert torch.isfinite(torch.tensor(trainer.state.output))
 

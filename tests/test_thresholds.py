@@ -197,3 +197,21 @@ def test_relative_threshold_validation_state_and_errors():
     assert policy.threshold == 0.9 and policy.state_dict() == {}  # nothing to resume: the cut-off is per step
     with pytest.raises(ValueError, match="needs the class probabilities of the labeled rows"):
         policy(torch.tensor([[0.5, 0.5]]), valid(1))
+
+
+@pytest.mark.parametrize("mapping", ["convex", "linear", "concave"])
+def test_flexmatch_makes_no_tensor_from_python_values_per_step(monkeypatch, mapping):
+    """A tensor made from a Python value at every step is a host-to-device copy on a GPU (issue #22: the concave
+    mapping built torch.tensor(2.0, device=...) at every step)."""
+    policy = FlexMatchThreshold(0.9, num_classes=3, num_unlabeled=8, mapping=mapping, warmup=False)
+    probs = torch.tensor([[0.95, 0.03, 0.02], [0.2, 0.7, 0.1]])
+    flags, index = valid(2), torch.arange(2)
+    made = []
+    real = torch.tensor
+    monkeypatch.setattr(torch, "tensor", lambda *a, **k: made.append(a) or real(*a, **k))
+    policy(probs, flags, index)
+    policy.class_thresholds
+    assert made == []
+    monkeypatch.undo()
+    expected = {"convex": 1 / (2 - 1), "linear": 1.0, "concave": 1.0}[mapping]  # class 0: learning effect 1
+    assert policy.class_thresholds[0].item() == pytest.approx(0.9 * expected)
