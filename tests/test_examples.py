@@ -52,20 +52,21 @@ def test_example_smoke_one_epoch_every_method_and_help(tmp_path):
                        "--fixmatch-eval-every", 2, "--output-dir", out)
     report = json.loads((out / "results.json").read_text())
     results = report["results"]
-    assert list(results) == ["supervised", "online", "mined", "fixmatch", "control"]
+    assert list(results) == ["supervised", "online", "mined", "fixmatch-ema", "control"]
     for method, result in results.items():
         assert 0 <= result["test_accuracy"] <= 1 and Path(result["best_checkpoint"]).is_file(), method
     assert all(results[m]["epochs"] == 1 for m in ("supervised", "online", "mined"))
     assert results["mined"]["pseudo_labels"] > 0
-    # fixmatch: 4 steps, validated every 2; its kept model is the EMA model
-    assert results["fixmatch"]["iterations"] == 4 and results["fixmatch"]["epochs"] == 2
-    assert 0 <= results["fixmatch"]["pseudo_mask_rate_last"] <= 1
-    # the control trains as long as fixmatch did (checked every 4 iterations), from the same baseline
-    fixmatch_seconds = results["fixmatch"]["train_seconds"]
+    # FixMatch + EMA teacher: 4 steps, validated every 2; its kept model is the EMA model
+    assert results["fixmatch-ema"]["iterations"] == 4 and results["fixmatch-ema"]["epochs"] == 2
+    assert 0 <= results["fixmatch-ema"]["pseudo_mask_rate_last"] <= 1
+    # the control trains as long as the recipe did (checked every 4 iterations), from the same baseline
+    fixmatch_seconds = results["fixmatch-ema"]["train_seconds"]
     assert results["control"]["train_seconds"] >= fixmatch_seconds - 0.2
-    for method in ("mined", "fixmatch", "control"):
+    for method in ("mined", "fixmatch-ema", "control"):
         assert results[method]["total_seconds"] > results[method]["train_seconds"], method
-    assert "fixmatch vs control (supervised, same wall time)" in proc.stdout and "minutes" in proc.stdout
+    assert "FixMatch + EMA teacher (fixmatch-ema) vs control (supervised, same wall time)" in proc.stdout
+    assert "minutes" in proc.stdout
     assert " INFO" not in proc.stdout + proc.stderr  # Ignite's loader/model logs only with --verbose
     assert "test acc" in proc.stdout and f"tensorboard --logdir {out}" in proc.stdout
     scalars, acc = read_scalars(out / "mined" / "tb")
@@ -73,7 +74,7 @@ def test_example_smoke_one_epoch_every_method_and_help(tmp_path):
     assert "pseudo/confidence" in acc.Tags()["histograms"]
     help_text = " ".join(run_example("--help").stdout.split())
     assert "--methods" in help_text
-    assert "(default: ['supervised', 'online', 'mined', 'fixmatch', 'control'])" in help_text
+    assert "(default: ['supervised', 'online', 'mined', 'fixmatch-ema', 'control'])" in help_text
     assert "--threshold THRESHOLD mined: minimum softmax confidence (default: 0.99)" in help_text
 
 
@@ -112,3 +113,16 @@ def test_example_reads_a_folder_of_raw_gz_files(tmp_path):
     train_x, train_y, test_x, test_y = load_data("fashion-mnist", str(tmp_path), tmp_path / "cache")
     assert torch.equal(train_x, images) and train_y.tolist() == [3, 1, 4, 1, 5, 9]
     assert test_x.shape == (4, 28, 28) and test_y.tolist() == [3, 1, 4, 1]
+
+
+@pytest.mark.example
+def test_example_plain_fixmatch_and_the_per_image_data_path(tmp_path):
+    """FixMatch as published (pseudo-labels from the model itself) beside the EMA teacher's, on the per-image path."""
+    out = tmp_path / "run"
+    proc = run_example("--epochs", 1, "--fixmatch-steps", 4, "--fixmatch-eval-every", 2, "--views", "per-image",
+                       "--methods", "supervised", "fixmatch", "fixmatch-ema", "control", "--output-dir", out)
+    results = json.loads((out / "results.json").read_text())["results"]
+    assert list(results) == ["supervised", "fixmatch", "fixmatch-ema", "control"]  # the control after the recipes
+    assert results["fixmatch"]["iterations"] == results["fixmatch-ema"]["iterations"] == 4
+    assert results["control"]["train_seconds"] >= results["fixmatch-ema"]["train_seconds"] - 0.2
+    assert "FixMatch (fixmatch) vs control" in proc.stdout
