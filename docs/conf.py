@@ -56,8 +56,12 @@ from ignite_pseudolabel.batch import *
 from ignite_pseudolabel.batch_views import *
 from ignite_pseudolabel.dense import *
 from ignite_pseudolabel.device_data import *
+from ignite_pseudolabel.engine_state import *
+from ignite_pseudolabel.inference import *
 from ignite_pseudolabel.losses import *
 from ignite_pseudolabel.mining import *
+from ignite_pseudolabel.rounds import *
+from ignite_pseudolabel.selection import *
 from ignite_pseudolabel.schedules import *
 from ignite_pseudolabel.split import *
 from ignite_pseudolabel.tensorboard import *

@@ -389,3 +389,57 @@ def test_miner_pins_host_memory_only_for_host_samples(monkeypatch):
     on_device._make_loader()
     assert seen == [True, False]
     assert mining._on_host((torch.zeros(1), 1)) and not mining._on_host(torch.zeros(1, device="meta"))
+
+
+# States saved by the implementation before the miner was split into parts (0.3.0.dev, commit 237f1bf),
+# written out by hand from its state_dict() of make_miner(...).run(): checkpoints saved then must load.
+ORIGINAL_STATES = {
+    "replace": ({}, {
+        "indices": torch.tensor([0, 2, 4, 6]), "labels": torch.tensor([0, 2, 2, 0]),
+        "confidences": torch.tensor([0.9989998936653137, 0.9950000047683716, 0.9990000128746033, 0.9909998774528503]),
+        "accepted_round": torch.tensor([1, -1, 1, -1, 1, -1, 1]), "rounds": 1, "num_classes": 3, "dataset_size": 7,
+        "threshold": 0.99, "max_per_class": None, "k_best": None, "class_fraction": None, "grow": False}),
+    "grow": ({"grow": True, "k_best": 3, "threshold": None}, {
+        "indices": torch.tensor([0, 2, 4]), "labels": torch.tensor([0, 2, 2]),
+        "confidences": torch.tensor([0.9989998936653137, 0.9950000047683716, 0.9990000128746033]),
+        "accepted_round": torch.tensor([1, -1, 1, -1, 1, -1, -1]), "rounds": 1, "num_classes": 3, "dataset_size": 7,
+        "threshold": None, "max_per_class": None, "k_best": 3, "class_fraction": None, "grow": True}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ORIGINAL_STATES))
+def test_a_state_saved_by_the_original_implementation_loads_and_is_saved_again_unchanged(name, tmp_path):
+    kwargs, original = ORIGINAL_STATES[name]
+    torch.save({"miner": original}, tmp_path / "old.pt")
+    miner, model, _ = make_miner(**kwargs)
+    trainer = Engine(lambda e, b: None)
+    miner.attach(trainer)
+    Checkpoint.load_objects({"miner": miner}, str(tmp_path / "old.pt"))
+    assert miner.indices.tolist() == original["indices"].tolist() and miner.rounds == 1 and miner.num_classes == 3
+    assert [miner.dataset[i][1] for i in range(len(miner.dataset))] == original["labels"].tolist()
+    assert trainer.state.num_pseudo_labels == len(original["indices"])
+    state = miner.state_dict()
+    assert list(state) == list(original)  # the same keys, in the same order
+    for key, value in original.items():
+        assert torch.equal(state[key], value) if isinstance(value, torch.Tensor) else state[key] == value
+    # and a fresh run of the same configuration saves what the original saved
+    fresh, _, _ = make_miner(**kwargs)
+    fresh.run()
+    for key, value in fresh.state_dict().items():
+        expected = original[key]
+        assert torch.allclose(value, expected) if isinstance(value, torch.Tensor) else value == expected
+
+
+def test_a_dense_state_saved_by_the_original_implementation_restores_label_maps():
+    original = {  # PseudoLabelMiner(PixelModel(), 3 images of 2 x 2, threshold=0.9).run().state_dict() before the split
+        "indices": torch.tensor([0, 1, 2]),
+        "labels": torch.tensor([[[1, 255], [0, 0]], [[1, 1], [1, 2]], [[1, 1], [1, 1]]], dtype=torch.uint8),
+        "confidences": torch.tensor([0.9160144925117493, 0.9740195870399475, 0.9924212694168091]),
+        "accepted_round": torch.tensor([1, 1, 1]), "rounds": 1, "num_classes": 3, "dataset_size": 3,
+        "threshold": 0.9, "max_per_class": None, "k_best": None, "class_fraction": None, "grow": False}
+    miner = PseudoLabelMiner(nn.Identity(), torch.zeros(3, 1, 2, 2), threshold=0.9,
+                             true_labels=torch.ones(3, 2, 2, dtype=torch.int64))
+    miner.load_state_dict(original)
+    assert miner.labels.dtype == torch.uint8 and miner.dataset[1][1].tolist() == [[1, 1], [1, 2]]
+    assert miner.class_counts.tolist() == [2, 8, 1]  # pixels: the dense strategy was chosen by the maps
+    assert miner.accuracy == pytest.approx(8 / 11)
