@@ -233,7 +233,7 @@ class Run:
         if method == "mined":
             miner = ipl.PseudoLabelMiner(copy.deepcopy(self.model).eval(), Images(data["x_u"], None, plain),
                                          threshold=0.99, train_dataset=Images(data["x_u"], None, weak), device=device,
-                                         batch_size=args.eval_batch_size, true_labels=data["y_u"])
+                                         batch_size=args.eval_batch_size, held_back_targets=data["y_u"])
             miner.attach(trainer, Events.STARTED)
             pseudo_loader = functools.partial(self.loader, batch_size=unlabeled_batch, shuffle=True,
                                               generator=self.generator)
@@ -258,7 +258,7 @@ class Run:
         self.budget.attach(trainer)
         trainer.run(train_data, max_epochs=2**30, epoch_length=len(self.labeled()))
         if miner is not None:
-            self.extra.update(pseudo_labels=len(miner.dataset), pseudo_label_accuracy=miner.accuracy)
+            self.extra.update(pseudo_labels=len(miner.dataset), mined_accuracy=miner.accuracy)
 
     def batch_views(self) -> Any:
         """``--views batch`` (kornia) or ``batch-torchvision``: the BatchViews of the recipes' unlabeled batches."""

@@ -62,7 +62,7 @@ class PseudoLabelMiner(Serializable):
     confidence of its pixels (``k_best`` keeps the most confident samples; ``max_per_class`` and
     ``class_fraction`` do not apply). :attr:`labels` then holds the maps, :attr:`dataset` yields
     ``(input, label_map)`` pairs (decode them with :class:`~ignite_pseudolabel.dense.DensePrepareBatch`),
-    :attr:`class_counts` counts pixels and :attr:`accuracy` is per pixel against ``true_labels``
+    :attr:`class_counts` counts pixels and :attr:`accuracy` is per pixel against ``held_back_targets``
     maps. ``train_dataset`` must then keep the pixels where they are (photometric transforms only):
     the maps are not moved with the images.
 
@@ -108,11 +108,12 @@ class PseudoLabelMiner(Serializable):
         non_blocking: copy batches to the device asynchronously (the loader pins memory on CUDA), so
             that the host does not wait for each copy.
         amp_dtype: run inference under ``torch.autocast`` with this dtype (e.g. ``torch.bfloat16``).
-        true_labels: the held-back true label of every sample of ``dataset`` (benchmarks have them):
-            enables :attr:`accuracy`. Never used for selection. ``(N, d1, ...)`` label maps for dense
-            predictions (pixels whose value is not a class are not counted).
+        held_back_targets: the held-back true label of every sample of ``dataset`` (benchmarks have
+            them): enables :attr:`accuracy`. Never used for selection. ``(N, d1, ...)`` label maps for
+            dense predictions (pixels whose value is not a class are not counted).
         ignore_index: the value of unconfident pixels in the label maps of dense predictions; not a
             class.
+        true_labels: deprecated name of ``held_back_targets``.
 
     Attributes:
         dataset: the :class:`PseudoLabeledDataset` with the accepted samples.
@@ -123,11 +124,12 @@ class PseudoLabelMiner(Serializable):
             non-finite inputs or predictions), e.g. for a histogram.
         num_non_finite: samples of the last round with non-finite inputs or logits (never accepted).
         class_counts: accepted samples per class.
-        accuracy: fraction of correct pseudo-labels (``None`` without ``true_labels`` or when nothing
-            was accepted).
+        accuracy: fraction of correct pseudo-labels (``None`` without ``held_back_targets`` or when
+            nothing was accepted).
         rounds: mining rounds run so far.
         accepted_round: for every sample of ``dataset``, the round (from 1) in which its current
             pseudo-label was accepted, -1 if it has none.
+        held_back_targets: the held-back true labels, or ``None``.
 
     Examples:
         >>> import torch
@@ -137,10 +139,10 @@ class PseudoLabelMiner(Serializable):
         >>> with torch.no_grad():
         ...     _ = model.weight.copy_(torch.tensor([[8.0, 0.0], [-8.0, 0.0]])), model.bias.zero_()
         >>> unlabeled = torch.tensor([[1.0, 0.0], [0.01, 0.0], [-1.0, 0.0]])
-        >>> miner = PseudoLabelMiner(model, unlabeled, threshold=0.99)
+        >>> miner = PseudoLabelMiner(model, unlabeled, threshold=0.99, held_back_targets=torch.tensor([0, 0, 0]))
         >>> pseudo = miner.run()
-        >>> miner.indices.tolist(), miner.labels.tolist(), len(pseudo)
-        ([0, 2], [0, 1], 2)
+        >>> miner.indices.tolist(), miner.labels.tolist(), len(pseudo), miner.accuracy
+        ([0, 2], [0, 1], 2, 0.5)
 
     .. versionadded:: 0.1.0
     .. versionchanged:: 0.2.0
@@ -149,11 +151,18 @@ class PseudoLabelMiner(Serializable):
     .. versionchanged:: 0.3.0
         ``threshold=0``; ``TensorDataset(x)`` datasets; dense predictions (label maps,
         ``ignore_index``); samples with non-finite inputs are zeroed before the forward pass and
-        never accepted.
+        never accepted. ``held_back_targets`` (the name used across the package) replaces
+        ``true_labels``; the accuracy is published as ``engine.state.mined_accuracy``.
+    .. deprecated:: 0.3.0
+        The argument and attribute ``true_labels`` (use ``held_back_targets``) and
+        ``engine.state.pseudo_label_accuracy`` (use ``mined_accuracy``, which holds the same value;
+        not the loss's ``pseudo_accuracy``, which measures online pseudo-labels per training batch).
+        0.4 removes them.
     """
 
-    #: The attributes that :meth:`attach` publishes on the trainer's ``engine.state``.
-    state_attributes: ClassVar[tuple[str, ...]] = ("num_pseudo_labels", "pseudo_label_accuracy")
+    #: The attributes that :meth:`attach` publishes on the trainer's ``engine.state``, the number of
+    #: pseudo-labels and :attr:`accuracy` twice (``pseudo_label_accuracy``, the second, is deprecated).
+    state_attributes: ClassVar[tuple[str, ...]] = ("num_pseudo_labels", "mined_accuracy", "pseudo_label_accuracy")
 
     def __init__(
         self,
@@ -173,8 +182,9 @@ class PseudoLabelMiner(Serializable):
         device: str | torch.device | None = None,
         non_blocking: bool = True,
         amp_dtype: torch.dtype | None = None,
-        true_labels: torch.Tensor | None = None,
+        held_back_targets: torch.Tensor | None = None,
         ignore_index: int = 255,
+        true_labels: torch.Tensor | None = None,
     ) -> None:
         self._runner = InferenceRunner(model, self._encode, self._select, device=device, non_blocking=non_blocking,
                                        amp_dtype=amp_dtype, name="PseudoLabelMiner")
@@ -191,14 +201,15 @@ class PseudoLabelMiner(Serializable):
         if len(view_of) != len(dataset):  # type: ignore[arg-type]
             raise ValueError(f"Argument train_dataset should have the same samples as dataset ({len(dataset)}), but "
                              f"given {len(view_of)} samples")  # type: ignore[arg-type]
-        self.true_labels = _true_labels(true_labels, len(dataset))  # type: ignore[arg-type]
+        self.held_back_targets = _held_back_targets(held_back_targets, true_labels, len(dataset))  # type: ignore
         self._rounds = MiningRounds(PseudoLabeledDataset(view_of), grow=grow, max_rounds=max_rounds,
                                     num_classes=num_classes, config=config)
         self.model, self.source, self.ignore_index = model, dataset, self._selection.ignore_index
         self.grow, self.max_rounds = self._rounds.grow, self._rounds.max_rounds
         self.dataset, self.engine = self._rounds.dataset, self._runner.engine
-        self._publisher = StatePublisher(self.state_attributes, lambda: (self.indices.numel(), self.accuracy),
-                                         owner="PseudoLabelMiner")
+        # published: the number of pseudo-labels, mined_accuracy and its deprecated alias pseudo_label_accuracy
+        self._publisher = StatePublisher(self.state_attributes, lambda: (self.indices.numel(), self.accuracy,
+                                                                         self.accuracy), owner="PseudoLabelMiner")
         self.all_confidences, self.num_non_finite, self._warned_empty = torch.empty(0), 0, False
 
     # ----------------------------------------------------------------------------------------- results
@@ -216,19 +227,35 @@ class PseudoLabelMiner(Serializable):
 
     @property
     def accuracy(self) -> float | None:
-        """Fraction of accepted pseudo-labels equal to the held-back true labels, when those were given."""
-        if self.true_labels is None or self.indices.numel() == 0:
+        """Fraction of accepted pseudo-labels equal to the held-back targets, when those were given."""
+        if self.held_back_targets is None or self.indices.numel() == 0:
             return None
-        truth = self.true_labels[self.indices]
+        truth = self.held_back_targets[self.indices]
         return self._selection.accuracy(self.labels, truth, self.num_classes or 0)
+
+    @property
+    def true_labels(self) -> torch.Tensor | None:
+        """Deprecated alias of :attr:`held_back_targets`.
+
+        .. deprecated:: 0.3.0
+            Use ``held_back_targets``; 0.4 removes ``true_labels``.
+        """
+        warnings.warn(_RENAMED, DeprecationWarning, stacklevel=2)
+        return self.held_back_targets
+
+    @true_labels.setter
+    def true_labels(self, value: torch.Tensor | None) -> None:
+        warnings.warn(_RENAMED, DeprecationWarning, stacklevel=2)
+        self.held_back_targets = value
 
     # ------------------------------------------------------------------------------------------ running
     def attach(self, engine: Engine, event: Events | CallableEventWithFilter | EventsList = Events.STARTED) -> None:
         """Mines on ``event`` of ``engine`` (the trainer) and publishes the result on its state.
 
-        After each round ``engine.state.num_pseudo_labels`` and ``engine.state.pseudo_label_accuracy``
-        are set. On ``Events.STARTED`` the miner only mines if it has not mined yet, so a run resumed
-        with this miner's state keeps the pseudo-labeled set it had.
+        After each round ``engine.state.num_pseudo_labels`` and ``engine.state.mined_accuracy`` (and
+        its deprecated alias ``pseudo_label_accuracy``) are set. On ``Events.STARTED`` the miner only
+        mines if it has not mined yet, so a run resumed with this miner's state keeps the
+        pseudo-labeled set it had.
 
         Raises:
             TypeError: if ``engine`` is not an ``Engine``.
@@ -306,15 +333,25 @@ class PseudoLabelMiner(Serializable):
         self._publisher()
 
 
-def _true_labels(true_labels: Any, size: int) -> torch.Tensor | None:
-    """``true_labels`` as a tensor with one label (or label map) per sample, or ``None``."""
-    if true_labels is None:
+_RENAMED = "PseudoLabelMiner.true_labels is deprecated and will be removed in 0.4: use held_back_targets instead"
+
+
+def _held_back_targets(targets: Any, true_labels: Any, size: int) -> torch.Tensor | None:
+    """``held_back_targets``, or the deprecated ``true_labels`` (with a warning at the miner's caller), checked."""
+    name = "held_back_targets"
+    if true_labels is not None:
+        if targets is not None:
+            raise ValueError("Arguments held_back_targets and true_labels (its deprecated name) should not both "
+                             "be given")
+        warnings.warn(_RENAMED, DeprecationWarning, stacklevel=3)
+        name, targets = "true_labels", true_labels
+    if targets is None:
         return None
-    true_labels = torch.as_tensor(true_labels)
-    if true_labels.shape[:1] != (size,):
-        raise ValueError(f"Argument true_labels should have shape ({size},), one label per sample of dataset (or "
-                         f"({size}, d1, ...) label maps), but given {tuple(true_labels.shape)}")
-    return true_labels
+    targets = torch.as_tensor(targets)
+    if targets.shape[:1] != (size,):
+        raise ValueError(f"Argument {name} should have shape ({size},), one label per sample of dataset (or "
+                         f"({size}, d1, ...) label maps), but given {tuple(targets.shape)}")
+    return targets
 
 
 # Kept for code that imported it (0.2); the names live on the class now.
