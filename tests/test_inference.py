@@ -162,3 +162,36 @@ def test_argument_validation(kwargs, error, match):
     args.update(kwargs)
     with pytest.raises(error, match=match):
         InferenceRunner(args.pop("model"), args.pop("encode"), args.pop("receive"), **args)
+
+
+# ------------------------------------------------------------------ two gloo processes (pytest -m distributed)
+def _gather_worker(local_rank, out_dir):
+    import os
+
+    import ignite.distributed as idist
+
+    rank = idist.get_rank()
+    sampler = shard_sampler(torch.zeros(5))
+    # shards of different lengths; position 3 is predicted by both ranks (as DistributedSampler's padding)
+    positions = torch.tensor([[4, 0, 2, 3], [3, 1]][rank])
+    labels = torch.stack([positions * 10 + rank, positions]).T  # (n, 2): label rows carry the rank
+    confidences = positions.float() / 10 + rank
+    gathered = gather_predictions(positions, labels, confidences)
+    torch.save({"sampler": list(sampler), "gathered": gathered}, os.path.join(out_dir, f"gathered_{rank}.pt"))
+
+
+@pytest.mark.distributed
+def test_gather_predictions_across_two_processes_keeps_every_position_once(tmp_path):
+    import os
+
+    import ignite.distributed as idist
+
+    with idist.Parallel(backend="gloo", nproc_per_node=2, master_port=28500 + os.getpid() % 1000) as parallel:
+        parallel.run(_gather_worker, str(tmp_path))
+    results = [torch.load(tmp_path / f"gathered_{rank}.pt") for rank in range(2)]
+    assert results[0]["sampler"] == [0, 2, 4] and results[1]["sampler"] == [1, 3, 0]  # padded with a repeat
+    for result in results:
+        positions, labels, confidences = result["gathered"]
+        assert positions.tolist() == [0, 1, 2, 3, 4]
+        assert labels[:, 0].tolist() == [0, 11, 20, 30, 40]  # position 3 from rank 0, which comes first
+        assert confidences.tolist() == pytest.approx([0.0, 1.1, 0.2, 0.3, 0.4])
