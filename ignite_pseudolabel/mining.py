@@ -1,10 +1,10 @@
 """Mined pseudo-labels: predict an unlabeled dataset, keep the confident predictions.
 
 :class:`PseudoLabelMiner` composes the parts that live in their own modules: the inference pass
-(:class:`~ignite_pseudolabel.inference.InferenceRunner`), the selection strategies
-(:class:`~ignite_pseudolabel.selection.ClassSelection`, :class:`~ignite_pseudolabel.selection.DenseSelection`),
-the rounds and their state (:class:`~ignite_pseudolabel.rounds.MiningRounds`) and the publishing on the
-trainer's state (:class:`~ignite_pseudolabel.engine_state.StatePublisher`).
+(:class:`~ignite_pseudolabel.inference.InferenceRunner`), the selection
+(:class:`~ignite_pseudolabel.selection.AutoSelection`: whole samples or label maps), the rounds and
+their state (:class:`~ignite_pseudolabel.rounds.MiningRounds`) and the publishing on the trainer's
+state (:class:`~ignite_pseudolabel.engine_state.StatePublisher`).
 """
 
 from __future__ import annotations
