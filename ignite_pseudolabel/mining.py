@@ -206,6 +206,7 @@ class PseudoLabelMiner(Serializable):
                                     num_classes=num_classes, config=config)
         self.model, self.source, self.ignore_index = model, dataset, self._selection.ignore_index
         self.grow, self.max_rounds = self._rounds.grow, self._rounds.max_rounds
+        self.device, self.non_blocking, self.amp_dtype = self._runner.device, non_blocking, amp_dtype
         self.dataset, self.engine = self._rounds.dataset, self._runner.engine
         # published: the number of pseudo-labels, mined_accuracy and its deprecated alias pseudo_label_accuracy
         self._publisher = StatePublisher(self.state_attributes, lambda: (self.indices.numel(), self.accuracy,
