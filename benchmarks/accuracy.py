@@ -325,7 +325,7 @@ class Run:
             # mines the normalised images; trains on them with the weak view (raw uint8 through the views on the
             # fast path, per-image transforms otherwise)
             miner = ipl.PseudoLabelMiner(copy.deepcopy(self.evaluated).eval(), data["x_u_float"], threshold=0.99,
-                                         device=device, batch_size=args.eval_batch_size,
+                                         device=device, batch_size=args.eval_batch_size, held_back_targets=data["y_u"],
                                          train_dataset=None if self.views is not None else Images(data["x_u"], None,
                                                                                                   weak))
             miner.attach(trainer, Events.STARTED)
@@ -355,9 +355,7 @@ class Run:
         self.budget.attach(trainer)
         trainer.run(train_data, max_epochs=2**30, epoch_length=len(self.labeled()))
         if miner is not None:
-            miner_truth = data["y_u"][miner.indices]
-            accuracy = float((miner.labels == miner_truth).float().mean()) if len(miner.indices) else None
-            self.extra.update(pseudo_labels=len(miner.dataset), pseudo_label_accuracy=accuracy)
+            self.extra.update(pseudo_labels=len(miner.dataset), mined_accuracy=miner.accuracy)
 
     def result(self) -> dict[str, Any]:
         final = self._accuracy("test")  # the model at the end of the budget

@@ -58,7 +58,9 @@ from ignite_pseudolabel.criterion import *
 from ignite_pseudolabel.dense import *
 from ignite_pseudolabel.dense_batch_views import *
 from ignite_pseudolabel.device_data import *
+from ignite_pseudolabel.engine_state import *
 from ignite_pseudolabel.functional import *
+from ignite_pseudolabel.inference import *
 from ignite_pseudolabel.labels import *
 from ignite_pseudolabel.losses import *
 from ignite_pseudolabel.mining import *
@@ -67,6 +69,8 @@ from ignite_pseudolabel.prepare import *
 from ignite_pseudolabel.pseudo_term import *
 from ignite_pseudolabel.publishing import *
 from ignite_pseudolabel.regularisers import *
+from ignite_pseudolabel.rounds import *
+from ignite_pseudolabel.selection import *
 from ignite_pseudolabel.schedules import *
 from ignite_pseudolabel.split import *
 from ignite_pseudolabel.tensorboard import *

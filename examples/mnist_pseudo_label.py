@@ -182,7 +182,7 @@ def run_method(method: str, args: argparse.Namespace, data: dict[str, Any], devi
             miner = ipl.PseudoLabelMiner(teacher, data["unlabeled_eval"], threshold=args.threshold,
                                          train_dataset=data["unlabeled_train"], device=device,
                                          batch_size=args.eval_batch_size, num_workers=args.num_workers,
-                                         true_labels=data["unlabeled_targets"])
+                                         held_back_targets=data["unlabeled_targets"])
             event = Events.STARTED
             if args.remine_every:
                 event = Events.STARTED | Events.EPOCH_COMPLETED(every=args.remine_every)
@@ -247,7 +247,7 @@ def run_method(method: str, args: argparse.Namespace, data: dict[str, Any], devi
         result["pseudo_mask_rate_last"] = _scalar(trainer.state.pseudo_mask_rate)
         result["pseudo_accuracy_last"] = _scalar(trainer.state.pseudo_accuracy)
     if miner is not None:
-        result.update(pseudo_labels=len(miner.dataset), pseudo_label_accuracy=miner.accuracy,
+        result.update(pseudo_labels=len(miner.dataset), mined_accuracy=miner.accuracy,
                       mining_rounds=miner.rounds)
     return result
 
@@ -386,7 +386,7 @@ def print_table(results: dict[str, Any]) -> None:
     print(f"\n{'method':<12} {'test acc':>9} {'best val':>9} {'pseudo':>7} {'pl acc':>7} {'iters':>6} {'minutes':>8}")
     for method, r in results.items():
         pseudo = str(r.get("pseudo_labels", "-"))
-        pl_acc = f"{r['pseudo_label_accuracy']:.4f}" if r.get("pseudo_label_accuracy") is not None else "-"
+        pl_acc = f"{r['mined_accuracy']:.4f}" if r.get("mined_accuracy") is not None else "-"
         if r.get("pseudo_mask_rate_last") is not None:  # FixMatch: share of the last batch used, its accuracy
             pseudo = f"{100 * r['pseudo_mask_rate_last']:.0f}%"
             pl_acc = f"{r['pseudo_accuracy_last']:.4f}" if r.get("pseudo_accuracy_last") is not None else "-"

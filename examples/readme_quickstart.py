@@ -54,7 +54,7 @@ if mode == "online":  # method 1: pseudo-labels are the model's own predictions
                                 unlabeled=DataLoader(unlabeled_set, batch_size=100, shuffle=True))
 else:  # method 2: mine confident predictions every 10 epochs
     miner = PseudoLabelMiner(model, unlabeled_set, threshold=0.95,
-                             true_labels=unlabeled_set.held_back_targets())
+                             held_back_targets=unlabeled_set.held_back_targets())
     miner.attach(trainer, Events.EPOCH_COMPLETED(every=10))
     data = SemiSupervisedLoader(labeled_loader, pseudo=miner.dataset,
                                 loader_fn=functools.partial(DataLoader, batch_size=100, shuffle=True))

@@ -76,7 +76,7 @@ _MOVED = {
     "self_adaptive_fairness": "losses",
     "sharpen": "alignment",
     "lee_ramp": "schedules",
-    "select_pseudo_labels": "mining",
+    "select_pseudo_labels": "selection",
     "SemiSupervisedTarget": "batch",
     "prepare_semi_supervised_batch": "batch",
     "log_mining": "tensorboard",

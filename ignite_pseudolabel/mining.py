@@ -1,134 +1,32 @@
-"""Mined pseudo-labels: predict an unlabeled dataset, keep the confident predictions."""
+"""Mined pseudo-labels: predict an unlabeled dataset, keep the confident predictions.
+
+:class:`PseudoLabelMiner` composes the parts that live in their own modules: the inference pass
+(:class:`~ignite_pseudolabel.inference.InferenceRunner`), the selection
+(:class:`~ignite_pseudolabel.selection.AutoSelection`: whole samples or label maps), the rounds and
+their state (:class:`~ignite_pseudolabel.rounds.MiningRounds`) and the publishing on the trainer's
+state (:class:`~ignite_pseudolabel.engine_state.StatePublisher`).
+"""
 
 from __future__ import annotations
 
 import warnings
 from collections import OrderedDict
 from collections.abc import Mapping
-from contextlib import nullcontext
 from typing import Any, ClassVar
 
-import ignite.distributed as idist
 import torch
 from ignite.base import Serializable
 from ignite.engine import CallableEventWithFilter, Engine, Events, EventsList
-from ignite.utils import convert_tensor
 from torch.utils.data import DataLoader, Dataset
-from torch.utils.data.distributed import DistributedSampler
 
-from ._stats import confident_labels
-from ._validation import (
-    check_attach,
-    check_inputs_only,
-    check_int,
-    check_map_style,
-    claim_state_attributes,
-    optional_float,
-    optional_int,
-    optional_threshold,
-)
-from .batch import zero_non_finite_rows
+from ._validation import check_attach, check_int, check_map_style
 from .datasets import PseudoLabeledDataset
-from .label_maps import encode_label_maps
+from .engine_state import StatePublisher
+from .inference import InferenceRunner, shard_sampler
+from .rounds import MiningRounds
+from .selection import AutoSelection, ClassSelection, select_pseudo_labels
 
 __all__ = ["PseudoLabelMiner", "select_pseudo_labels"]
-
-
-def _rank_within_class(positions: torch.Tensor, confidences: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Rank (0 = most confident) of each position among the positions of its class; ties: lower position first."""
-    order = torch.argsort(confidences[positions], descending=True, stable=True)  # indices into `positions`
-    order = order[torch.argsort(labels[positions][order], stable=True)]
-    classes = labels[positions][order]
-    counts = torch.bincount(classes)
-    ranks = torch.empty_like(positions)
-    first_of_class = torch.cumsum(counts, 0) - counts
-    ranks[order] = torch.arange(positions.numel(), device=positions.device) - first_of_class[classes]
-    return ranks
-
-
-def select_pseudo_labels(
-    confidences: torch.Tensor,
-    labels: torch.Tensor,
-    threshold: float | None = None,
-    *,
-    max_per_class: int | None = None,
-    k_best: int | None = None,
-    class_fraction: float | None = None,
-    candidates: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Positions of the predictions to accept as pseudo-labels.
-
-    The criteria combine (a prediction must pass all that are given):
-
-    * ``threshold``: confidence >= threshold (scikit-learn's ``criterion="threshold"``, which uses a
-      strict ``>``);
-    * ``class_fraction``: among the most confident ``ceil(class_fraction * n_c)`` predictions of its
-      class, ``n_c`` being the class's number of candidate predictions (per-class percentile
-      thresholds, as in curriculum labelling: classes stay balanced relative to their size);
-    * ``max_per_class``: among the ``max_per_class`` most confident accepted predictions of its class;
-    * ``k_best``: among the ``k_best`` most confident accepted predictions overall (scikit-learn's
-      ``criterion="k_best"``).
-
-    Non-positive or NaN confidences (non-finite logits) are never accepted, not even with
-    ``threshold=0``, which accepts every other prediction. Ties go to the lower position, so the
-    result depends neither on batch sizes nor on the order of computation.
-
-    Args:
-        confidences: ``(N,)`` max softmax probability of every prediction.
-        labels: ``(N,)`` predicted class of every prediction.
-        threshold: minimum confidence, in [0, 1] (0: accept every prediction with a positive
-            confidence), or ``None``.
-        max_per_class: cap on accepted predictions per class, >= 1.
-        k_best: cap on accepted predictions overall, >= 1.
-        class_fraction: fraction of each class's predictions to accept, in (0, 1].
-        candidates: ``(N,)`` bool mask of the eligible predictions (default: all), e.g. the samples
-            not yet pseudo-labeled when a pseudo-labeled set grows round after round.
-
-    Returns:
-        Sorted ``int64`` positions into ``confidences``.
-
-    Examples:
-        >>> conf = torch.tensor([0.99, 0.5, 0.995, 0.999, 0.98])
-        >>> labels = torch.tensor([0, 0, 0, 1, 1])
-        >>> select_pseudo_labels(conf, labels, 0.98).tolist()
-        [0, 2, 3, 4]
-        >>> select_pseudo_labels(conf, labels, 0.98, max_per_class=1).tolist()
-        [2, 3]
-        >>> select_pseudo_labels(conf, labels, k_best=2).tolist()
-        [2, 3]
-        >>> select_pseudo_labels(conf, labels, class_fraction=0.5).tolist()
-        [0, 2, 3]
-        >>> select_pseudo_labels(torch.tensor([0.6, 0.0]), torch.tensor([1, 0]), 0.0).tolist()  # 0.0: non-finite
-        [0]
-
-    .. versionchanged:: 0.3.0
-        ``threshold=0`` is accepted.
-    """
-    threshold = optional_threshold("threshold", threshold, allow_zero=True)
-    max_per_class = optional_int("max_per_class", max_per_class, minimum=1)
-    k_best = optional_int("k_best", k_best, minimum=1)
-    class_fraction = optional_float("class_fraction", class_fraction, low=0.0, high=1.0, low_inclusive=False)
-    if confidences.ndim != 1 or labels.shape != confidences.shape:
-        raise ValueError(f"Arguments confidences and labels should be 1-D of the same length, but given shapes "
-                         f"{tuple(confidences.shape)} and {tuple(labels.shape)}")
-    eligible = confidences > 0
-    if candidates is not None:
-        if candidates.shape != confidences.shape or candidates.dtype != torch.bool:
-            raise ValueError(f"Argument candidates should be a bool mask of shape {tuple(confidences.shape)}, but "
-                             f"given {candidates.dtype} of shape {tuple(candidates.shape)}")
-        eligible &= candidates
-    positions = torch.nonzero(eligible).flatten()
-    if class_fraction is not None and positions.numel() > 0:
-        per_class = torch.bincount(labels[positions])
-        quota = torch.ceil(class_fraction * per_class.to(torch.float64)).to(torch.int64)
-        positions = positions[_rank_within_class(positions, confidences, labels) < quota[labels[positions]]]
-    if threshold is not None:
-        positions = positions[confidences[positions] >= threshold]
-    if max_per_class is not None and positions.numel() > 0:
-        positions = positions[_rank_within_class(positions, confidences, labels) < max_per_class]
-    if k_best is not None and positions.numel() > k_best:
-        positions = positions[torch.argsort(confidences[positions], descending=True, stable=True)[:k_best]]
-    return torch.sort(positions).values
 
 
 def _on_host(sample: Any) -> bool:
@@ -145,25 +43,26 @@ class PseudoLabelMiner(Serializable):
     ``trainer.run``; or e.g. ``Events.EPOCH_COMPLETED(every=5)`` for iterative self-training) the
     miner runs its own inference :class:`~ignite.engine.Engine` (:attr:`engine`, to which a
     ``ProgressBar`` or loggers can be attached) over ``dataset`` with ``model`` in eval mode and
-    without gradients, then selects pseudo-labels with :func:`.select_pseudo_labels`: every sample
-    whose max softmax probability is >= ``threshold``, optionally only the most confident
-    ``class_fraction`` of each class, at most ``max_per_class`` per class and ``k_best`` overall. Per
-    batch it only appends the labels and confidences to lists on the device (no host
-    synchronisation; the positions follow from the sequential loader's order); they are
-    concatenated once at the end. Predictions with a non-finite logit are
-    never accepted, nor are samples whose inputs hold a NaN or an infinity: these are replaced by
-    zeros before the forward pass (:func:`~ignite_pseudolabel.batch.zero_non_finite_rows`), so that
-    they cannot spread to the rest of their batch, and get confidence 0.
+    without gradients (:class:`~ignite_pseudolabel.inference.InferenceRunner`), then selects
+    pseudo-labels with :func:`.select_pseudo_labels`: every sample whose max softmax probability is
+    >= ``threshold``, optionally only the most confident ``class_fraction`` of each class, at most
+    ``max_per_class`` per class and ``k_best`` overall. Per batch it only appends the labels and
+    confidences to lists on the device (no host synchronisation); they are concatenated once at the
+    end. Predictions with a non-finite logit are never accepted, nor are samples whose inputs hold a
+    NaN or an infinity: these are replaced by zeros before the forward pass
+    (:func:`~ignite_pseudolabel.batch.zero_non_finite_rows`), so that they cannot spread to the rest
+    of their batch, and get confidence 0.
 
     **Dense predictions** (a segmentation model's ``(N, C, d1, ...)`` logits) give per-pixel
-    pseudo-labels: ``threshold`` applies to every pixel, and each sample's label map is stored in the
-    compact encoding of :func:`~ignite_pseudolabel.label_maps.encode_label_maps` (``uint8``, the
-    unconfident pixels set to ``ignore_index``; 48 x 48 maps of 5,000 images take 11 MB). A sample is
-    accepted when at least one of its pixels is; its confidence is the mean confidence of its
-    pixels (``k_best`` keeps the most confident samples; ``max_per_class`` and ``class_fraction`` do
-    not apply). :attr:`labels` then holds the maps, :attr:`dataset` yields ``(input, label_map)``
-    pairs (decode them with :class:`~ignite_pseudolabel.dense.DensePrepareBatch`),
-    :attr:`class_counts` counts pixels and :attr:`accuracy` is per pixel against ``true_labels``
+    pseudo-labels (:class:`~ignite_pseudolabel.selection.DenseSelection`, chosen once, when the
+    first logits are dense): ``threshold`` applies to every pixel, and each sample's label map is
+    stored in the compact encoding of :func:`~ignite_pseudolabel.label_maps.encode_label_maps`
+    (``uint8``, the unconfident pixels set to ``ignore_index``; 48 x 48 maps of 5,000 images take
+    11 MB). A sample is accepted when at least one of its pixels is; its confidence is the mean
+    confidence of its pixels (``k_best`` keeps the most confident samples; ``max_per_class`` and
+    ``class_fraction`` do not apply). :attr:`labels` then holds the maps, :attr:`dataset` yields
+    ``(input, label_map)`` pairs (decode them with :class:`~ignite_pseudolabel.dense.DensePrepareBatch`),
+    :attr:`class_counts` counts pixels and :attr:`accuracy` is per pixel against ``held_back_targets``
     maps. ``train_dataset`` must then keep the pixels where they are (photometric transforms only):
     the maps are not moved with the images.
 
@@ -173,9 +72,10 @@ class PseudoLabelMiner(Serializable):
     predictions, so all ranks hold the identical pseudo-labeled set. Call the miner on every rank.
 
     By default every round replaces the pseudo-labeled set. With ``grow=True`` the set grows as in
-    scikit-learn's ``SelfTrainingClassifier``: an accepted sample keeps the label it was accepted
-    with, each round selects among the samples not accepted yet, and :attr:`accepted_round` records
-    the round in which each sample was accepted. After ``max_rounds`` rounds the miner stops mining.
+    scikit-learn's ``SelfTrainingClassifier`` (:class:`~ignite_pseudolabel.rounds.MiningRounds`): an
+    accepted sample keeps the label it was accepted with, each round selects among the samples not
+    accepted yet, and :attr:`accepted_round` records the round in which each sample was accepted.
+    After ``max_rounds`` rounds the miner stops mining.
 
     The result is the content of :attr:`dataset`, a :class:`PseudoLabeledDataset` view that
     indexes ``train_dataset`` (by default ``dataset`` itself), so that dataset's transforms (for
@@ -208,11 +108,12 @@ class PseudoLabelMiner(Serializable):
         non_blocking: copy batches to the device asynchronously (the loader pins memory on CUDA), so
             that the host does not wait for each copy.
         amp_dtype: run inference under ``torch.autocast`` with this dtype (e.g. ``torch.bfloat16``).
-        true_labels: the held-back true label of every sample of ``dataset`` (benchmarks have them):
-            enables :attr:`accuracy`. Never used for selection. ``(N, d1, ...)`` label maps for dense
-            predictions (pixels whose value is not a class are not counted).
+        held_back_targets: the held-back true label of every sample of ``dataset`` (benchmarks have
+            them): enables :attr:`accuracy`. Never used for selection. ``(N, d1, ...)`` label maps for
+            dense predictions (pixels whose value is not a class are not counted).
         ignore_index: the value of unconfident pixels in the label maps of dense predictions; not a
             class.
+        true_labels: deprecated name of ``held_back_targets``.
 
     Attributes:
         dataset: the :class:`PseudoLabeledDataset` with the accepted samples.
@@ -223,11 +124,12 @@ class PseudoLabelMiner(Serializable):
             non-finite inputs or predictions), e.g. for a histogram.
         num_non_finite: samples of the last round with non-finite inputs or logits (never accepted).
         class_counts: accepted samples per class.
-        accuracy: fraction of correct pseudo-labels (``None`` without ``true_labels`` or when nothing
-            was accepted).
+        accuracy: fraction of correct pseudo-labels (``None`` without ``held_back_targets`` or when
+            nothing was accepted).
         rounds: mining rounds run so far.
         accepted_round: for every sample of ``dataset``, the round (from 1) in which its current
             pseudo-label was accepted, -1 if it has none.
+        held_back_targets: the held-back true labels, or ``None``.
 
     Examples:
         >>> import torch
@@ -237,10 +139,10 @@ class PseudoLabelMiner(Serializable):
         >>> with torch.no_grad():
         ...     _ = model.weight.copy_(torch.tensor([[8.0, 0.0], [-8.0, 0.0]])), model.bias.zero_()
         >>> unlabeled = torch.tensor([[1.0, 0.0], [0.01, 0.0], [-1.0, 0.0]])
-        >>> miner = PseudoLabelMiner(model, unlabeled, threshold=0.99)
+        >>> miner = PseudoLabelMiner(model, unlabeled, threshold=0.99, held_back_targets=torch.tensor([0, 0, 0]))
         >>> pseudo = miner.run()
-        >>> miner.indices.tolist(), miner.labels.tolist(), len(pseudo)
-        ([0, 2], [0, 1], 2)
+        >>> miner.indices.tolist(), miner.labels.tolist(), len(pseudo), miner.accuracy
+        ([0, 2], [0, 1], 2, 0.5)
 
     .. versionadded:: 0.1.0
     .. versionchanged:: 0.2.0
@@ -249,14 +151,18 @@ class PseudoLabelMiner(Serializable):
     .. versionchanged:: 0.3.0
         ``threshold=0``; ``TensorDataset(x)`` datasets; dense predictions (label maps,
         ``ignore_index``); samples with non-finite inputs are zeroed before the forward pass and
-        never accepted.
+        never accepted. ``held_back_targets`` (the name used across the package) replaces
+        ``true_labels``; the accuracy is published as ``engine.state.mined_accuracy``.
+    .. deprecated:: 0.3.0
+        The argument and attribute ``true_labels`` (use ``held_back_targets``) and
+        ``engine.state.pseudo_label_accuracy`` (use ``mined_accuracy``, which holds the same value;
+        not the loss's ``pseudo_accuracy``, which measures online pseudo-labels per training batch).
+        0.4 removes them.
     """
 
-    _state_dict_all_req_keys = ("indices", "labels", "confidences", "rounds", "accepted_round", "dataset_size")
-    #: The attributes that :meth:`attach` publishes on the trainer's ``engine.state``.
-    state_attributes: ClassVar[tuple[str, ...]] = ("num_pseudo_labels", "pseudo_label_accuracy")
-    #: configuration that a checkpoint must match to be loaded
-    _config_keys = ("threshold", "max_per_class", "k_best", "class_fraction", "grow", "dataset_size")
+    #: The attributes that :meth:`attach` publishes on the trainer's ``engine.state``, the number of
+    #: pseudo-labels and :attr:`accuracy` twice (``pseudo_label_accuracy``, the second, is deprecated).
+    state_attributes: ClassVar[tuple[str, ...]] = ("num_pseudo_labels", "mined_accuracy", "pseudo_label_accuracy")
 
     def __init__(
         self,
@@ -276,108 +182,90 @@ class PseudoLabelMiner(Serializable):
         device: str | torch.device | None = None,
         non_blocking: bool = True,
         amp_dtype: torch.dtype | None = None,
-        true_labels: torch.Tensor | None = None,
+        held_back_targets: torch.Tensor | None = None,
         ignore_index: int = 255,
+        true_labels: torch.Tensor | None = None,
     ) -> None:
-        if not isinstance(model, torch.nn.Module):
-            raise TypeError(f"Argument model should be a torch.nn.Module, but given {type(model).__name__}")
+        self._runner = InferenceRunner(model, self._encode, self._select, device=device, non_blocking=non_blocking,
+                                       amp_dtype=amp_dtype, name="PseudoLabelMiner")
         check_map_style("dataset", dataset)
         if len(dataset) == 0:  # type: ignore[arg-type]
             raise ValueError("Argument dataset should hold at least one sample, but given an empty dataset")
-        self.threshold = optional_threshold("threshold", threshold, allow_zero=True)
-        self.num_classes = optional_int("num_classes", num_classes, minimum=2)
-        self.max_per_class = optional_int("max_per_class", max_per_class, minimum=1)
-        self.k_best = optional_int("k_best", k_best, minimum=1)
-        self.class_fraction = optional_float("class_fraction", class_fraction, low=0.0, high=1.0,
-                                             low_inclusive=False)
-        if self.threshold is None and self.k_best is None and self.class_fraction is None:
-            raise ValueError("At least one of the arguments threshold, k_best or class_fraction should be given, "
-                             "but all are None")
-        self.grow = bool(grow)
-        self.max_rounds = optional_int("max_rounds", max_rounds, minimum=1)
+        self._selection = AutoSelection(ClassSelection(threshold, max_per_class=max_per_class, k_best=k_best,
+                                                       class_fraction=class_fraction), ignore_index=ignore_index)
+        config = self._selection.classes.criteria
+        self.threshold, self.max_per_class, self.k_best, self.class_fraction = config.values()
         self.batch_size = check_int("batch_size", batch_size, minimum=1)
         self.num_workers = check_int("num_workers", num_workers, minimum=0)
-        if amp_dtype is not None and not isinstance(amp_dtype, torch.dtype):
-            raise TypeError(f"Argument amp_dtype should be a torch.dtype, but given {amp_dtype!r}")
         view_of: Any = dataset if train_dataset is None else train_dataset
         if len(view_of) != len(dataset):  # type: ignore[arg-type]
             raise ValueError(f"Argument train_dataset should have the same samples as dataset ({len(dataset)}), but "
                              f"given {len(view_of)} samples")  # type: ignore[arg-type]
-        if true_labels is not None:
-            true_labels = torch.as_tensor(true_labels)
-            if true_labels.shape[:1] != (len(dataset),):  # type: ignore[arg-type]
-                raise ValueError(f"Argument true_labels should have shape ({len(dataset)},), one label per sample "
-                                 f"of dataset (or ({len(dataset)}, d1, ...) label maps), but given "
-                                 f"{tuple(true_labels.shape)}")
-        self.model = model
-        self.source: Any = dataset
-        self.device = torch.device(device) if device is not None else None
-        self.non_blocking = non_blocking
-        self.amp_dtype = amp_dtype
-        self.true_labels = true_labels
-        self.ignore_index = check_int("ignore_index", ignore_index, minimum=0)
-        self.dataset = PseudoLabeledDataset(view_of)
-        self.engine = Engine(self._predict_batch)
-        self.engine.add_event_handler(Events.STARTED, self._reset_buffers)
-        self.engine.add_event_handler(Events.COMPLETED, self._select)
-        self.indices = torch.empty(0, dtype=torch.int64)
-        self.labels = torch.empty(0, dtype=torch.int64)
-        self.confidences = torch.empty(0)
-        self.all_confidences = torch.empty(0)
-        self.num_non_finite = 0
-        self.rounds = 0
-        self.accepted_round = torch.full((len(dataset),), -1, dtype=torch.int64)  # type: ignore[arg-type]
-        self._buffers: tuple[list, list] = ([], [])  # per-batch labels and confidences, on the device
-        self._order = torch.empty(0, dtype=torch.int64)  # positions of the samples in the loader's order
-        self._seen = 0
-        self._trainer: Engine | None = None
-        self._warned_empty = False
+        self.held_back_targets = _held_back_targets(held_back_targets, true_labels, len(dataset))  # type: ignore
+        self._rounds = MiningRounds(PseudoLabeledDataset(view_of), grow=grow, max_rounds=max_rounds,
+                                    num_classes=num_classes, config=config)
+        self.model, self.source, self.ignore_index = model, dataset, self._selection.ignore_index
+        self.grow, self.max_rounds = self._rounds.grow, self._rounds.max_rounds
+        self.device, self.non_blocking, self.amp_dtype = self._runner.device, non_blocking, amp_dtype
+        self.dataset, self.engine = self._rounds.dataset, self._runner.engine
+        # published: the number of pseudo-labels, mined_accuracy and its deprecated alias pseudo_label_accuracy
+        self._publisher = StatePublisher(self.state_attributes, lambda: (self.indices.numel(), self.accuracy,
+                                                                         self.accuracy), owner="PseudoLabelMiner")
+        self.all_confidences, self.num_non_finite, self._warned_empty = torch.empty(0), 0, False
 
     # ----------------------------------------------------------------------------------------- results
+    indices = property(lambda self: self._rounds.indices, doc="Positions of the accepted samples.")
+    labels = property(lambda self: self._rounds.labels, doc="Pseudo-labels (or label maps) of the accepted samples.")
+    confidences = property(lambda self: self._rounds.confidences, doc="Confidences of the accepted samples.")
+    accepted_round = property(lambda self: self._rounds.accepted_round, doc="Round of each sample's label, or -1.")
+    rounds = property(lambda self: self._rounds.rounds, doc="Mining rounds run so far.")
+    num_classes = property(lambda self: self._rounds.num_classes, doc="Number of classes (``None`` until known).")
+
     @property
     def class_counts(self) -> torch.Tensor:
         """Accepted pseudo-labels per class (``int64``, one entry per class; pixels, for label maps)."""
-        if self.labels.ndim > 1:
-            return torch.bincount(self.labels[self.labels != self.ignore_index].long(), minlength=self.num_classes or 0)
-        return torch.bincount(self.labels, minlength=self.num_classes or 0)
+        return self._selection.class_counts(self.labels, self.num_classes or 0)
 
     @property
     def accuracy(self) -> float | None:
-        """Fraction of accepted pseudo-labels equal to the held-back true labels, when those were given."""
-        if self.true_labels is None or self.indices.numel() == 0:
+        """Fraction of accepted pseudo-labels equal to the held-back targets, when those were given."""
+        if self.held_back_targets is None or self.indices.numel() == 0:
             return None
-        truth = self.true_labels[self.indices]
-        if self.labels.ndim > 1:  # label maps: over the labelled pixels whose true label is a class
-            used = (self.labels != self.ignore_index) & (truth >= 0) & (truth < (self.num_classes or 0))
-            return float(((self.labels.long() == truth) & used).sum() / used.sum().clamp(min=1))
-        return float((self.labels == truth).float().mean())
+        truth = self.held_back_targets[self.indices]
+        return self._selection.accuracy(self.labels, truth, self.num_classes or 0)
+
+    @property
+    def true_labels(self) -> torch.Tensor | None:
+        """Deprecated alias of :attr:`held_back_targets`.
+
+        .. deprecated:: 0.3.0
+            Use ``held_back_targets``; 0.4 removes ``true_labels``.
+        """
+        warnings.warn(_RENAMED, DeprecationWarning, stacklevel=2)
+        return self.held_back_targets
+
+    @true_labels.setter
+    def true_labels(self, value: torch.Tensor | None) -> None:
+        warnings.warn(_RENAMED, DeprecationWarning, stacklevel=2)
+        self.held_back_targets = value
 
     # ------------------------------------------------------------------------------------------ running
-    def attach(
-        self,
-        engine: Engine,
-        event: Events | CallableEventWithFilter | EventsList = Events.STARTED,
-    ) -> None:
+    def attach(self, engine: Engine, event: Events | CallableEventWithFilter | EventsList = Events.STARTED) -> None:
         """Mines on ``event`` of ``engine`` (the trainer) and publishes the result on its state.
 
-        After each round ``engine.state.num_pseudo_labels`` and ``engine.state.pseudo_label_accuracy``
-        are set. On ``Events.STARTED`` the miner only mines if it has not mined yet, so a run resumed
-        with this miner's state keeps the pseudo-labeled set it had.
+        After each round ``engine.state.num_pseudo_labels`` and ``engine.state.mined_accuracy`` (and
+        its deprecated alias ``pseudo_label_accuracy``) are set. On ``Events.STARTED`` the miner only
+        mines if it has not mined yet, so a run resumed with this miner's state keeps the
+        pseudo-labeled set it had.
 
         Raises:
             TypeError: if ``engine`` is not an ``Engine``.
             ValueError: if the miner is already attached or the state attributes exist.
         """
-        check_attach(self, engine, self._trainer)
-        claim_state_attributes(engine, self.state_attributes, "PseudoLabelMiner")
-        events = list(event) if isinstance(event, EventsList) else [event]
-        self._trainer = engine
-        self._publish()
-        for e in events:
-            if e == Events.STARTED:
-                engine.add_event_handler(e, self._mine_once)
-            else:
-                engine.add_event_handler(e, self)
+        check_attach(self, engine, self._publisher.engine)
+        self._publisher.attach(engine)
+        for e in list(event) if isinstance(event, EventsList) else [event]:
+            engine.add_event_handler(e, self._mine_once if e == Events.STARTED else self)
 
     def _mine_once(self, engine: Engine) -> None:
         if self.rounds == 0:
@@ -385,162 +273,54 @@ class PseudoLabelMiner(Serializable):
 
     def __call__(self, engine: Engine | None = None) -> None:
         """Runs a mining round, unless ``max_rounds`` rounds have already run."""
-        if self.max_rounds is None or self.rounds < self.max_rounds:
+        if self._rounds.due:
             self.run()
 
     def run(self) -> PseudoLabeledDataset:
         """Runs one mining round now and returns :attr:`dataset` with the new pseudo-labeled set."""
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            self.engine.run(self._make_loader(), max_epochs=1)
-        finally:
-            self.model.train(was_training)
+        self._runner.run(self._make_loader())
         return self.dataset
 
     def _make_loader(self) -> DataLoader:
-        """A sequential loader over the dataset; under ``ignite.distributed`` each rank reads its shard
-        (``DistributedSampler`` without shuffling, which pads with repeated samples). The positions of
-        the samples, in the loader's order, are computed once here rather than carried by every item."""
-        device = self._device()
-        sampler: DistributedSampler | None = None
-        if idist.get_world_size() > 1:
-            sampler = DistributedSampler(self.source, num_replicas=idist.get_world_size(), rank=idist.get_rank(),
-                                         shuffle=False)
-            self._order = torch.tensor(list(sampler), dtype=torch.int64)
-        else:
-            self._order = torch.arange(len(self.source), dtype=torch.int64)
-        # Pinned host memory makes the copies asynchronous; samples already on a device cannot be pinned.
-        pin = device.type == "cuda" and len(self.source) > 0 and _on_host(self.source[0])
-        return DataLoader(self.source, batch_size=self.batch_size, shuffle=False, sampler=sampler,
+        """A sequential loader over the dataset, sharded under ``ignite.distributed``; host samples are
+        pinned on CUDA (samples already on a device cannot be)."""
+        pin = self._device().type == "cuda" and _on_host(self.source[0])
+        return DataLoader(self.source, batch_size=self.batch_size, shuffle=False, sampler=shard_sampler(self.source),
                           num_workers=self.num_workers, pin_memory=pin)
 
     def _device(self) -> torch.device:
-        if self.device is not None:
-            return self.device
-        param = next(self.model.parameters(), None)
-        return param.device if param is not None else torch.device("cpu")
+        return self._runner.target_device()
 
-    def _reset_buffers(self, _: Engine) -> None:
-        self._buffers = ([], [])
-        self._seen = 0
-
-    def _predict_batch(self, engine: Engine, batch: Any) -> None:
-        x = check_inputs_only("PseudoLabelMiner", batch, "its batches are")
-        device = self._device()
-        x = convert_tensor(x, device=device, non_blocking=self.non_blocking)
-        finite = None
-        if isinstance(x, torch.Tensor):
-            x, finite = zero_non_finite_rows(x)  # a corrupt sample must not spread to its batch
-        autocast = torch.autocast(device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
-        with torch.no_grad(), autocast:
-            logits = self.model(x)
-        if not isinstance(logits, torch.Tensor) or logits.ndim < 2:
-            shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-            raise ValueError(f"PseudoLabelMiner expects the model to output (N, C) or (N, C, d1, ...) logits, but "
-                             f"given {shape}")
-        if logits.ndim > 2 and (self.max_per_class is not None or self.class_fraction is not None):
-            raise ValueError("PseudoLabelMiner: max_per_class and class_fraction select whole samples by class; "
-                             "they do not apply to dense (per-pixel) predictions")
+    def _encode(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The runner's per-batch step: checks the number of classes; the selection encodes the logits."""
+        encoded = self._selection.encode(logits)
         if self.num_classes is not None and logits.shape[1] != self.num_classes:
             raise ValueError(f"The model outputs {logits.shape[1]} classes, but num_classes={self.num_classes}")
-        size = x.shape[0] if isinstance(x, torch.Tensor) else logits.shape[0]
-        if logits.shape[0] != size:
-            raise ValueError(f"The model returned {logits.shape[0]} rows for a batch of {size} samples")
-        self._seen += size
-        if logits.ndim > 2:  # per-pixel label maps, unconfident pixels ignore_index; confidence per image
-            label, confidence = encode_label_maps(logits, self.threshold, self.ignore_index)
-        else:
-            confidence, label, _ = confident_labels(logits)  # confidence 0: a non-finite prediction
-        if finite is not None:
-            confidence = torch.where(finite, confidence, 0.0)  # ... or non-finite inputs: never accepted
-        self._buffers[0].append(label)
-        self._buffers[1].append(confidence)
-        if self.num_classes is None:
-            self.num_classes = int(logits.shape[1])
+        self._rounds.num_classes = int(logits.shape[1])
+        return encoded
 
-    def _gather(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """All predictions of this round, from every rank, once per position, sorted by position (CPU)."""
-        device = self._device()
-        positions = self._order[: self._seen].to(device)  # the sequential loader's order
-        labels = torch.cat(self._buffers[0])
-        confidences = torch.cat(self._buffers[1])
-        self._buffers = ([], [])
-        if idist.get_world_size() > 1:
-            # Shards may differ in size: gather with explicit shapes (plain all_gather needs equal ones).
-            sizes: Any = idist.all_gather(torch.tensor([positions.numel()], device=device))
-            counts = [int(n) for n in sizes.tolist()]
-            positions, labels, confidences = (
-                torch.cat(idist.all_gather_tensors_with_shapes(t.contiguous(), [[n, *t.shape[1:]] for n in counts]))
-                for t in (positions, labels.to(device), confidences.to(device))
-            )
-        positions, labels, confidences = positions.cpu(), labels.cpu(), confidences.cpu()
-        # Sort by position and drop the repeats that DistributedSampler pads the shards with.
-        order = torch.argsort(positions, stable=True)
-        positions, labels, confidences = positions[order], labels[order], confidences[order]
-        first = torch.ones_like(positions, dtype=torch.bool)
-        first[1:] = positions[1:] != positions[:-1]
-        return positions[first], labels[first], confidences[first]
-
-    def _select(self, _: Engine) -> None:
-        positions, labels, confidences = self._gather()
-        self.num_non_finite = int((confidences == 0).sum())
-        candidates = self.accepted_round[positions] < 0 if self.grow else None
-        if labels.ndim > 1:  # label maps (thresholded per pixel): images with a labelled pixel, ranked for k_best
-            labelled = (labels != self.ignore_index).flatten(1).any(1)
-            keep = select_pseudo_labels(confidences, torch.zeros_like(positions), k_best=self.k_best,
-                                        candidates=labelled if candidates is None else labelled & candidates)
-        else:
-            keep = select_pseudo_labels(confidences, labels, self.threshold, max_per_class=self.max_per_class,
-                                        k_best=self.k_best, class_fraction=self.class_fraction,
-                                        candidates=candidates)
-        self.rounds += 1
+    def _select(self, positions: torch.Tensor, labels: torch.Tensor, confidences: torch.Tensor) -> None:
+        """The runner's end of a pass: selects among every prediction, records the round, publishes it."""
+        keep = self._selection.select(labels, confidences, self._rounds.candidates(positions))
         new = positions[keep]
-        if self.grow:
-            indices = torch.cat([self.indices, new])
-            order = torch.argsort(indices)
-            self._set_result(indices[order], torch.cat([self.labels, labels[keep]])[order],
-                             torch.cat([self.confidences, confidences[keep]])[order])
-        else:
-            self.accepted_round.fill_(-1)
-            self._set_result(new, labels[keep], confidences[keep])
-        self.accepted_round[new] = self.rounds
+        self._rounds.record(new, labels[keep], confidences[keep])
         self.all_confidences = confidences
+        self.num_non_finite = int((confidences == 0).sum())
         if self.num_non_finite:
             warnings.warn(f"PseudoLabelMiner: {self.num_non_finite} of {positions.numel()} samples had "
-                          "non-finite inputs or logits and were not accepted", RuntimeWarning, stacklevel=2)
+                          "non-finite inputs or logits and were not accepted", RuntimeWarning, stacklevel=3)
         if new.numel() == 0 and not self._warned_empty:
             self._warned_empty = True
             what = "no new sample" if self.grow else "no sample"
             warnings.warn(f"PseudoLabelMiner accepted {what} in round {self.rounds} (threshold {self.threshold}, "
                           f"highest confidence {float(confidences.max()):.4f}); training continues with "
-                          f"{len(self.dataset)} pseudo-labels", RuntimeWarning, stacklevel=2)
-        self._publish()
-
-    def _set_result(self, indices: torch.Tensor, labels: torch.Tensor, confidences: torch.Tensor) -> None:
-        self.indices, self.labels, self.confidences = indices, labels, confidences
-        self.dataset.update(indices, labels)
-
-    def _publish(self) -> None:
-        if self._trainer is not None:
-            values = (int(self.indices.numel()), self.accuracy)
-            for name, value in zip(self.state_attributes, values):
-                setattr(self._trainer.state, name, value)
+                          f"{len(self.dataset)} pseudo-labels", RuntimeWarning, stacklevel=3)
+        self._publisher()
 
     # ---------------------------------------------------------------------------------------- state
     def state_dict(self) -> OrderedDict:
         """The accepted set and the configuration it was mined with (tensors and plain Python only)."""
-        config = {name: getattr(self, name) for name in self._config_keys if name != "dataset_size"}
-        return OrderedDict(
-            indices=self.indices.clone(),
-            labels=self.labels.clone(),
-            confidences=self.confidences.clone(),
-            accepted_round=self.accepted_round.clone(),
-            rounds=self.rounds,
-            num_classes=self.num_classes,
-            dataset_size=len(self.source),  # type: ignore[arg-type]
-            **config,
-        )
+        return self._rounds.state_dict()
 
     def load_state_dict(self, state_dict: Mapping) -> None:
         """Restores the pseudo-labeled set.
@@ -549,22 +329,30 @@ class PseudoLabelMiner(Serializable):
             ValueError: if the state was saved for a dataset of another size, with other selection
                 criteria, growth mode or number of classes.
         """
-        super().load_state_dict(state_dict)
-        expected = {name: getattr(self, name) for name in self._config_keys if name != "dataset_size"}
-        expected["dataset_size"] = len(self.source)  # type: ignore[arg-type]
-        if self.num_classes is not None:
-            expected["num_classes"] = self.num_classes
-        for name, value in expected.items():
-            if name in state_dict and state_dict[name] != value:
-                raise ValueError(f"Cannot load a PseudoLabelMiner state saved with {name}={state_dict[name]!r} into "
-                                 f"a miner with {name}={value!r}: the checkpoint comes from another configuration")
-        if state_dict.get("num_classes") is not None:
-            self.num_classes = int(state_dict["num_classes"])
-        self._set_result(torch.as_tensor(state_dict["indices"]), torch.as_tensor(state_dict["labels"]),
-                         torch.as_tensor(state_dict["confidences"]))
-        self.accepted_round = torch.as_tensor(state_dict["accepted_round"]).clone()
-        self.rounds = int(state_dict["rounds"])
-        self._publish()
+        self._rounds.load_state_dict(state_dict)
+        self._selection.restore(self.labels)
+        self._publisher()
+
+
+_RENAMED = "PseudoLabelMiner.true_labels is deprecated and will be removed in 0.4: use held_back_targets instead"
+
+
+def _held_back_targets(targets: Any, true_labels: Any, size: int) -> torch.Tensor | None:
+    """``held_back_targets``, or the deprecated ``true_labels`` (with a warning at the miner's caller), checked."""
+    name = "held_back_targets"
+    if true_labels is not None:
+        if targets is not None:
+            raise ValueError("Arguments held_back_targets and true_labels (its deprecated name) should not both "
+                             "be given")
+        warnings.warn(_RENAMED, DeprecationWarning, stacklevel=3)
+        name, targets = "true_labels", true_labels
+    if targets is None:
+        return None
+    targets = torch.as_tensor(targets)
+    if targets.shape[:1] != (size,):
+        raise ValueError(f"Argument {name} should have shape ({size},), one label per sample of dataset (or "
+                         f"({size}, d1, ...) label maps), but given {tuple(targets.shape)}")
+    return targets
 
 
 # Kept for code that imported it (0.2); the names live on the class now.

@@ -389,3 +389,115 @@ def test_miner_pins_host_memory_only_for_host_samples(monkeypatch):
     on_device._make_loader()
     assert seen == [True, False]
     assert mining._on_host((torch.zeros(1), 1)) and not mining._on_host(torch.zeros(1, device="meta"))
+
+
+# States saved by the implementation before the miner was split into parts (0.3.0.dev, commit 237f1bf),
+# written out by hand from its state_dict() of make_miner(...).run(): checkpoints saved then must load.
+ORIGINAL_STATES = {
+    "replace": ({}, {
+        "indices": torch.tensor([0, 2, 4, 6]), "labels": torch.tensor([0, 2, 2, 0]),
+        "confidences": torch.tensor([0.9989998936653137, 0.9950000047683716, 0.9990000128746033, 0.9909998774528503]),
+        "accepted_round": torch.tensor([1, -1, 1, -1, 1, -1, 1]), "rounds": 1, "num_classes": 3, "dataset_size": 7,
+        "threshold": 0.99, "max_per_class": None, "k_best": None, "class_fraction": None, "grow": False}),
+    "grow": ({"grow": True, "k_best": 3, "threshold": None}, {
+        "indices": torch.tensor([0, 2, 4]), "labels": torch.tensor([0, 2, 2]),
+        "confidences": torch.tensor([0.9989998936653137, 0.9950000047683716, 0.9990000128746033]),
+        "accepted_round": torch.tensor([1, -1, 1, -1, 1, -1, -1]), "rounds": 1, "num_classes": 3, "dataset_size": 7,
+        "threshold": None, "max_per_class": None, "k_best": 3, "class_fraction": None, "grow": True}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ORIGINAL_STATES))
+def test_a_state_saved_by_the_original_implementation_loads_and_is_saved_again_unchanged(name, tmp_path):
+    kwargs, original = ORIGINAL_STATES[name]
+    torch.save({"miner": original}, tmp_path / "old.pt")
+    miner, model, _ = make_miner(**kwargs)
+    trainer = Engine(lambda e, b: None)
+    miner.attach(trainer)
+    Checkpoint.load_objects({"miner": miner}, str(tmp_path / "old.pt"))
+    assert miner.indices.tolist() == original["indices"].tolist() and miner.rounds == 1 and miner.num_classes == 3
+    assert [miner.dataset[i][1] for i in range(len(miner.dataset))] == original["labels"].tolist()
+    assert trainer.state.num_pseudo_labels == len(original["indices"])
+    state = miner.state_dict()
+    assert list(state) == list(original)  # the same keys, in the same order
+    for key, value in original.items():
+        assert torch.equal(state[key], value) if isinstance(value, torch.Tensor) else state[key] == value
+    # and a fresh run of the same configuration saves what the original saved
+    fresh, _, _ = make_miner(**kwargs)
+    fresh.run()
+    for key, value in fresh.state_dict().items():
+        expected = original[key]
+        assert torch.allclose(value, expected) if isinstance(value, torch.Tensor) else value == expected
+
+
+def test_a_dense_state_saved_by_the_original_implementation_restores_label_maps():
+    original = {  # PseudoLabelMiner(PixelModel(), 3 images of 2 x 2, threshold=0.9).run().state_dict() before the split
+        "indices": torch.tensor([0, 1, 2]),
+        "labels": torch.tensor([[[1, 255], [0, 0]], [[1, 1], [1, 2]], [[1, 1], [1, 1]]], dtype=torch.uint8),
+        "confidences": torch.tensor([0.9160144925117493, 0.9740195870399475, 0.9924212694168091]),
+        "accepted_round": torch.tensor([1, 1, 1]), "rounds": 1, "num_classes": 3, "dataset_size": 3,
+        "threshold": 0.9, "max_per_class": None, "k_best": None, "class_fraction": None, "grow": False}
+    miner = PseudoLabelMiner(nn.Identity(), torch.zeros(3, 1, 2, 2), threshold=0.9,
+                             held_back_targets=torch.ones(3, 2, 2, dtype=torch.int64))
+    miner.load_state_dict(original)
+    assert miner.labels.dtype == torch.uint8 and miner.dataset[1][1].tolist() == [[1, 1], [1, 2]]
+    assert miner.class_counts.tolist() == [2, 8, 1]  # pixels: the dense strategy was chosen by the maps
+    assert miner.accuracy == pytest.approx(8 / 11)
+
+
+# ------------------------------------------------- held_back_targets, mined_accuracy and the old names
+TRUTH = torch.tensor([0, 1, 2, 1, 2, 0, 1])  # the miner of make_miner accepts [0, 2, 4, 6]; position 6 is wrong
+
+
+def test_held_back_targets_enable_the_accuracy_published_as_mined_accuracy():
+    miner, _, _ = make_miner(held_back_targets=TRUTH)
+    assert torch.equal(miner.held_back_targets, TRUTH)
+    assert miner.state_attributes == ("num_pseudo_labels", "mined_accuracy", "pseudo_label_accuracy")
+    trainer = Engine(lambda e, b: None)
+    miner.attach(trainer)
+    assert trainer.state.num_pseudo_labels == 0 and trainer.state.mined_accuracy is None
+    trainer.run([0], max_epochs=1)
+    assert miner.accuracy == 0.75 and trainer.state.mined_accuracy == 0.75
+    assert trainer.state.pseudo_label_accuracy == trainer.state.mined_accuracy  # the deprecated alias
+    without, _, _ = make_miner()
+    without.run()
+    assert without.held_back_targets is None and without.accuracy is None
+
+
+def test_true_labels_still_works_with_a_deprecation_warning_at_the_caller():
+    with pytest.warns(DeprecationWarning, match="true_labels is deprecated .* use held_back_targets") as record:
+        miner = PseudoLabelMiner(Counting(), logits_for([0.999, 0.2], [1, 0]), true_labels=torch.tensor([1, 0]))
+    assert record[0].filename == __file__  # stacklevel: the warning points at the line that built the miner
+    miner.run()
+    assert torch.equal(miner.held_back_targets, torch.tensor([1, 0])) and miner.accuracy == 1.0
+    with pytest.warns(DeprecationWarning, match="use held_back_targets") as record:
+        assert torch.equal(miner.true_labels, torch.tensor([1, 0]))
+    assert record[0].filename == __file__
+    with pytest.warns(DeprecationWarning, match="use held_back_targets"):
+        miner.true_labels = torch.tensor([0, 0])
+    assert miner.held_back_targets.tolist() == [0, 0] and miner.accuracy == 0.0
+
+
+def test_new_names_do_not_warn():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        miner, _, _ = make_miner(held_back_targets=TRUTH)
+        trainer = Engine(lambda e, b: None)
+        miner.attach(trainer)
+        trainer.run([0], max_epochs=1)
+        assert trainer.state.mined_accuracy == 0.75 and miner.held_back_targets is not None
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"held_back_targets": torch.zeros(3)}, ValueError, r"held_back_targets should have shape \(4,\)"),
+        ({"held_back_targets": torch.zeros(4), "true_labels": torch.zeros(4)}, ValueError,
+         "held_back_targets and true_labels .* should not both be given"),
+    ],
+)
+def test_held_back_targets_validation(kwargs, error, match):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        with pytest.raises(error, match=match):
+            PseudoLabelMiner(nn.Identity(), torch.zeros(4, 3), **kwargs)
