@@ -16,8 +16,9 @@ import ignite.distributed as idist
 import torch
 from ignite.engine import CallableEventWithFilter, Engine, Events, EventsList
 
-from ._validation import check_attach, check_instance, claim_state_attributes
+from ._validation import check_attach, check_instance
 from .criterion import LossStats, SemiSupervisedLoss
+from .engine_state import StatePublisher
 
 __all__ = ["COMPONENT_NAMES", "LossStatsPublisher", "reduce_stats"]
 
@@ -90,6 +91,7 @@ class LossStatsPublisher:
         self._left_out_in_epoch: torch.Tensor | None = None  # on the device: no host sync per iteration
         self._warned = False
         self._engine: Engine | None = None
+        self._state = StatePublisher(self.state_attributes, self._values, owner="PseudoLabelLoss")
 
     @property
     def state_attributes(self) -> tuple[str, ...]:
@@ -114,16 +116,18 @@ class LossStatsPublisher:
             ValueError: if already attached, or ``engine.state`` already has one of the attributes.
         """
         check_attach(self, engine, self._engine, hint="; create one loss per trainer")
-        claim_state_attributes(engine, self.state_attributes, "PseudoLabelLoss")
+        self._state.attach(engine)
         self._engine = engine
         engine.add_event_handler(event, self)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._count_left_out)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self._warn_non_finite_inputs)
 
     def __call__(self, engine: Engine) -> None:
+        self._state()
+
+    def _values(self) -> list[Any]:
         components = self.components()
-        for name in self.state_attributes:
-            setattr(engine.state, name, components.get(name))
+        return [components.get(name) for name in self.state_attributes]
 
     def _count_left_out(self, _: Engine) -> None:
         stats = self.criterion.stats
