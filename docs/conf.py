@@ -26,7 +26,10 @@ extensions = [
     "sphinx.ext.doctest",
     "sphinx.ext.viewcode",
     "mathml",  # _ext/mathml.py: formulas written as MathML at build time (no MathJax, no CDN)
+    "myst_parser",  # Markdown: the changelog page includes CHANGELOG.md
 ]
+# Markdown is read only where a page includes it (changelog.rst); the pages themselves are reStructuredText.
+source_suffix = {".rst": "restructuredtext"}
 
 exclude_patterns = ["_build"]
 root_doc = "index"
