@@ -26,11 +26,39 @@ extensions = [
     "sphinx.ext.doctest",
     "sphinx.ext.viewcode",
     "mathml",  # _ext/mathml.py: formulas written as MathML at build time (no MathJax, no CDN)
+    "myst_parser",  # Markdown: the changelog page includes CHANGELOG.md
 ]
+# Markdown is read only where a page includes it (changelog.rst); the pages themselves are reStructuredText.
+source_suffix = {".rst": "restructuredtext"}
 
 exclude_patterns = ["_build"]
 root_doc = "index"
-nitpicky = False
+
+# -- references: every internal one must resolve ---------------------------------------------------
+# nitpicky makes an unresolved reference a warning (an error under -W). The package's own names all
+# resolve. References into other projects (torch, torchvision, ignite, kornia, the Python standard
+# library) would need intersphinx, which downloads the projects' inventories: the docs build offline
+# (CI and the project's machines have no internet apart from the package registries), so those
+# targets are listed below and shown as plain names instead of links.
+nitpicky = True
+nitpick_ignore_regex = [
+    # other projects' objects, named in signatures (type hints) and prose: no inventory offline
+    (r"py:.*", r"(torch|torchvision|ignite|kornia)(\..+)?"),
+    # the Python standard library, also without its inventory offline
+    (r"py:.*", r"(pathlib|collections\.abc|typing)\..+"),
+]
+nitpick_ignore = [
+    # annotations that name an imported class by its short name (``from torch.utils.data import
+    # Dataset``; ``from __future__ import annotations`` keeps them unevaluated), and torch's own
+    # ``Module.forward`` docstring (``Module``, ``nn.Module``), inherited by subclasses that do not
+    # override it
+    ("py:class", "Dataset"),
+    ("py:class", "Sampler"),
+    ("py:class", "Engine"),
+    ("py:class", "Module"),
+    ("py:class", "nn.Module"),
+    ("py:class", "Path"),
+]
 
 # -- autodoc and napoleon (Google-style docstrings) ------------------------------------------------
 autodoc_typehints = "description"
@@ -42,6 +70,8 @@ napoleon_numpy_docstring = False
 # "Attributes:" sections become :ivar: fields rather than attribute directives, which would
 # duplicate the properties and named-tuple fields that autodoc documents as members.
 napoleon_use_ivar = True
+# Type aliases in the signatures, shown (and linked) by their documented names.
+autodoc_type_aliases = {"GlobalStepTransform": "ignite_pseudolabel.tensorboard.GlobalStepTransform"}
 
 # -- doctest: the pages' testcode blocks and the docstring examples --------------------------------
 # The docstring examples run under pytest with their module's globals; give them the same names here.

@@ -5,9 +5,9 @@ instead of transforming one image at a time in the ``DataLoader``, it transforms
 batch after ``prepare_batch`` has moved it to the device, with independent random parameters for
 every sample. Give it to ``PseudoLabelLoss(views=...)`` (or ``prepare_semi_supervised_batch(...,
 views=...)``) and feed the unlabeled stream raw batches: ``uint8`` image tensors, or
-:class:`RawBatch` (images and their positions in the unlabeled dataset, which per-sample statistics
-such as FlexMatch's need). The weak and strong views then go through the model in the same single
-forward pass as :class:`~ignite_pseudolabel.Views`.
+:class:`~ignite_pseudolabel.batch.RawBatch` (images and their positions in the unlabeled dataset,
+which per-sample statistics such as FlexMatch's need). The weak and strong views then go through
+the model in the same single forward pass as :class:`~ignite_pseudolabel.Views`.
 
 Anything that follows the :class:`ViewBackend` protocol can take its place; ``BatchViews`` has one
 small class per backend (:class:`KorniaBatchViews`, :class:`TorchvisionBatchViews`), and
@@ -75,7 +75,8 @@ class ViewBackend(Protocol):
 
     def __call__(self, raw: torch.Tensor | RawBatch) -> Views:
         """The :class:`~ignite_pseudolabel.Views` of ``raw``: a ``uint8`` batch ``(N, C, H, W)`` (positions
-        ``None``) or a :class:`RawBatch` (its ``sample_index`` becomes the views' ``sample_index``)."""
+        ``None``) or a :class:`~ignite_pseudolabel.batch.RawBatch` (its ``sample_index`` becomes the views'
+        ``sample_index``)."""
 
     def weak(self, raw: torch.Tensor) -> torch.Tensor:
         """The weak view of a raw batch (the labeled rows' inputs), as the model's float inputs."""
@@ -244,7 +245,8 @@ class BatchViews:
     Takes the same arguments as :func:`~ignite_pseudolabel.weak_strong_transforms` and makes the
     same augmentations, at the same strengths (no flips for ``"digits"``), but on a batch of raw
     ``uint8`` images ``(N, C, H, W)`` at once, each sample with its own random parameters. Call it
-    on a raw batch (a tensor or a :class:`RawBatch`) to get :class:`~ignite_pseudolabel.Views`;
+    on a raw batch (a tensor or a :class:`~ignite_pseudolabel.batch.RawBatch`) to get
+    :class:`~ignite_pseudolabel.Views`;
     :meth:`weak` alone augments a labeled batch. Pass it to ``PseudoLabelLoss(views=...)`` so that
     its ``prepare_batch`` applies it after moving the raw batch to the trainer's device. It follows
     the :class:`ViewBackend` protocol; ``BatchViews(...)`` returns a :class:`KorniaBatchViews` or a

@@ -49,15 +49,19 @@ class LossStats(NamedTuple):
     """Detached statistics of one call of :class:`SemiSupervisedLoss`, on the predictions' device (this process's batch).
 
     Attributes:
-        supervised_loss, pseudo_loss: the two terms (``pseudo_loss`` unweighted, without regularisers).
+        supervised_loss: the labeled term.
+        pseudo_loss: the pseudo term, unweighted and without regularisers.
         pseudo_mask_rate: the mean weight of the student predictions (the fraction used, for a mask); of dense
             predictions, over their valid pixels (padding does not count).
         pseudo_non_finite_inputs: samples left out because their inputs were not finite.
-        pseudo_correct, pseudo_used: weighted counts of correct and used pseudo-labels against the
-            held-back truth, or ``None`` without one.
+        pseudo_correct: weighted count of correct pseudo-labels against the held-back truth, or ``None``
+            without one.
+        pseudo_used: weighted count of used pseudo-labels against the held-back truth, or ``None`` without one.
         regularisers: each regulariser's unweighted term by name.
-        weights, labels: online pseudo-labels only: the weight (mask) and the hard pseudo-label of every
-            student prediction, ``(M, d1, ...)``, for per-sample or per-class monitoring; else ``None``.
+        weights: online pseudo-labels only: the weight (mask) of every student prediction, ``(M, d1, ...)``,
+            for per-sample or per-class monitoring; else ``None``.
+        labels: online pseudo-labels only: the hard pseudo-label of every student prediction, ``(M, d1, ...)``;
+            else ``None``.
     """
 
     supervised_loss: torch.Tensor

@@ -135,7 +135,7 @@ class SemiSupervisedLoader:
     An epoch has ``len(labeled)`` batches (or ``epoch_length``); the second stream cycles on its own,
     so every unlabeled sample is seen, and starts a new pass (a new shuffle, and
     ``sampler.set_epoch(pass)`` for distributed samplers) each time it is exhausted. For mined
-    pseudo-labels pass the miner's :attr:`~PseudoLabelMiner.dataset`: after every mining round the
+    pseudo-labels pass the miner's ``dataset`` (``miner.dataset``): after every mining round the
     loader builds a new pseudo-labeled loader over the new set with ``loader_fn``, and while the set
     is empty it yields labeled-only batches, so training continues with the supervised term.
 

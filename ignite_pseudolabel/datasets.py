@@ -88,7 +88,7 @@ class PseudoLabeledDataset(Dataset):
     """Pseudo-labeled samples as ``(input, pseudo_label)`` pairs, indexed into an inputs-only dataset.
 
     :class:`~ignite_pseudolabel.PseudoLabelMiner` keeps one of these up to date with :meth:`update`;
-    each update increments :attr:`version`, which tells
+    each update increments ``version``, which tells
     :class:`~ignite_pseudolabel.SemiSupervisedLoader` to restart its pseudo stream over the new set.
 
     Args:
@@ -127,7 +127,7 @@ class PseudoLabeledDataset(Dataset):
         self.update(torch.empty(0) if indices is None else indices, torch.empty(0) if labels is None else labels)
 
     def update(self, indices: Sequence[int] | torch.Tensor, labels: Sequence[int] | torch.Tensor) -> None:
-        """Replaces the pseudo-labeled set and increments :attr:`version`.
+        """Replaces the pseudo-labeled set and increments ``version``.
 
         Raises:
             ValueError: if ``indices`` and ``labels`` differ in length, or an index is out of range.

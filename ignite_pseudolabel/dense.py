@@ -49,7 +49,7 @@ __all__ = [
 
 # ------------------------------------------------------------------------------------------- views
 class DenseWeakStrongViews(Dataset):
-    """Wraps an inputs-only image dataset so that each item is a :class:`DenseViews`.
+    """Wraps an inputs-only image dataset so that each item is a :class:`~ignite_pseudolabel.batch.DenseViews`.
 
     ``geometric`` (a torchvision v2 transform: crops, flips, affine maps) runs once per item, on the
     image together with an all-True valid :class:`~torchvision.tv_tensors.Mask` (and the held-back
@@ -133,21 +133,23 @@ class DensePrepareBatch:
     target), and adds:
 
     * mined batches ``(images, label maps)`` (from :class:`~ignite_pseudolabel.PseudoLabelMiner` on a
-      segmentation model): the maps are decoded (:func:`decode_label_maps`) and their ignored pixels
-      become invalid;
-    * with ``cutmix``, the student's unlabeled (or pseudo-labeled) inputs are mixed by :func:`cutmix`
-      with fresh :func:`cutmix_boxes` before the concatenation, and so are the teacher's logits or the
-      mined labels, the valid masks and the held-back maps; with weak and strong views in one forward
-      pass (no teacher), the boxes travel in the target (``mix``) and the loss mixes the weak view's
-      predictions with them: UniMatch's online CutMix.
+      segmentation model): the maps are decoded
+      (:func:`~ignite_pseudolabel.label_maps.decode_label_maps`) and their ignored pixels become
+      invalid;
+    * with ``cutmix``, the student's unlabeled (or pseudo-labeled) inputs are mixed by
+      :func:`~ignite_pseudolabel.mixing.cutmix` with fresh :func:`~ignite_pseudolabel.mixing.cutmix_boxes`
+      before the concatenation, and so are the teacher's logits or the mined labels, the valid masks
+      and the held-back maps; with weak and strong views in one forward pass (no teacher), the boxes
+      travel in the target (``mix``) and the loss mixes the weak view's predictions with them:
+      UniMatch's online CutMix.
 
     The labeled masks are left as they are: give the loss ``supervised_loss=nn.CrossEntropyLoss(
     ignore_index=255)`` for their ignore value (unrelated to the unlabeled valid masks).
 
     Args:
         loss: the trainer's loss (its ``prepare_batch``) or a :class:`~ignite_pseudolabel.prepare.PrepareBatch`.
-        cutmix: keyword arguments of :func:`cutmix_boxes` (e.g. ``{"p": 0.5}``), ``True`` for its
-            defaults, or ``None`` / ``False`` for no CutMix.
+        cutmix: keyword arguments of :func:`~ignite_pseudolabel.mixing.cutmix_boxes` (e.g. ``{"p": 0.5}``),
+            ``True`` for its defaults, or ``None`` / ``False`` for no CutMix.
         ignore_index: the ignore value of mined label maps.
         generator: random generator of the boxes (on the device), or ``None``.
 

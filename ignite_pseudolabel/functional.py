@@ -68,8 +68,8 @@ def masked_cross_entropy(
         mask: ``(N, d1, ...)`` boolean mask of the predictions to use, or float weights (SoftMatch):
             each prediction's cross-entropy is multiplied by its weight.
         valid: ``(N,)`` (per sample) or ``(N, d1, ...)`` boolean mask of the predictions that count
-            at all (default: all), e.g. :attr:`SemiSupervisedTarget.unlabeled_valid
-            <ignite_pseudolabel.batch.SemiSupervisedTarget.unlabeled_valid>`.
+            at all (default: all), e.g. the ``unlabeled_valid`` of a
+            :class:`~ignite_pseudolabel.batch.SemiSupervisedTarget`.
 
     Returns:
         A scalar tensor (zero when ``N == 0`` or no prediction is valid).

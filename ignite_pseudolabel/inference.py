@@ -75,13 +75,13 @@ def gather_predictions(
 class InferenceRunner:
     """Predicts a dataset with its own Ignite :class:`~ignite.engine.Engine` and hands over all predictions once.
 
-    :meth:`run` puts ``model`` in eval mode (restored afterwards) and runs :attr:`engine` for one epoch
+    :meth:`run` puts ``model`` in eval mode (restored afterwards) and runs ``engine`` for one epoch
     over a sequential loader. Each batch is moved to the device; inputs that hold a NaN or an
     infinity are replaced by zeros (:func:`~ignite_pseudolabel.batch.zero_non_finite_rows`) so that
     they cannot spread to the rest of their batch, and get confidence 0; the model predicts without
     gradients (under ``torch.autocast`` with ``amp_dtype``); ``encode`` turns the logits into labels
     and confidences, which are appended to lists on the device (no host synchronisation). On
-    ``Events.COMPLETED``, before any handler attached to :attr:`engine` later, they are concatenated
+    ``Events.COMPLETED``, before any handler attached to ``engine`` later, they are concatenated
     once, gathered across processes with :func:`gather_predictions` and passed to ``receive``.
 
     Args:

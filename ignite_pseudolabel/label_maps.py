@@ -64,7 +64,7 @@ def decode_label_maps(maps: torch.Tensor, ignore_index: int = 255) -> tuple[torc
     """Label maps (e.g. from :func:`encode_label_maps`) as ``int64`` labels and a mask of the labelled elements.
 
     The ignored elements get label 0 (any class would do: they are masked out) so that the result can
-    go straight into :func:`~ignite_pseudolabel.losses.masked_cross_entropy`.
+    go straight into :func:`~ignite_pseudolabel.functional.masked_cross_entropy`.
 
     Examples:
         >>> labels, valid = decode_label_maps(torch.tensor([[3, 255, 1]], dtype=torch.uint8))

@@ -115,7 +115,7 @@ class PseudoLabelLoss(nn.Module):
     #: The trainer's ``prepare_batch``: a :class:`~ignite_pseudolabel.prepare.PrepareBatch` with this loss's
     #: views and teacher, leaving the second batch out while alpha is 0.
     prepare_batch: PrepareBatch
-    #: The engine-free criterion that :meth:`forward` calls.
+    #: The engine-free criterion that ``forward`` calls.
     criterion: SemiSupervisedLoss
     #: The components that :meth:`attach` publishes on ``engine.state`` (regularisers add theirs).
     component_names: ClassVar[tuple[str, ...]] = COMPONENT_NAMES

@@ -41,7 +41,7 @@ class PseudoLabelMiner(Serializable):
     On the trainer's event of your choice (``Events.STARTED`` by default: once, when the miner has
     not mined yet, so not again after a resume that restored its state nor on a second
     ``trainer.run``; or e.g. ``Events.EPOCH_COMPLETED(every=5)`` for iterative self-training) the
-    miner runs its own inference :class:`~ignite.engine.Engine` (:attr:`engine`, to which a
+    miner runs its own inference :class:`~ignite.engine.Engine` (``engine``, to which a
     ``ProgressBar`` or loggers can be attached) over ``dataset`` with ``model`` in eval mode and
     without gradients (:class:`~ignite_pseudolabel.inference.InferenceRunner`), then selects
     pseudo-labels with :func:`.select_pseudo_labels`: every sample whose max softmax probability is
@@ -60,7 +60,7 @@ class PseudoLabelMiner(Serializable):
     (``uint8``, the unconfident pixels set to ``ignore_index``; 48 x 48 maps of 5,000 images take
     11 MB). A sample is accepted when at least one of its pixels is; its confidence is the mean
     confidence of its pixels (``k_best`` keeps the most confident samples; ``max_per_class`` and
-    ``class_fraction`` do not apply). :attr:`labels` then holds the maps, :attr:`dataset` yields
+    ``class_fraction`` do not apply). :attr:`labels` then holds the maps, ``dataset`` yields
     ``(input, label_map)`` pairs (decode them with :class:`~ignite_pseudolabel.dense.DensePrepareBatch`),
     :attr:`class_counts` counts pixels and :attr:`accuracy` is per pixel against ``held_back_targets``
     maps. ``train_dataset`` must then keep the pixels where they are (photometric transforms only):
@@ -77,7 +77,7 @@ class PseudoLabelMiner(Serializable):
     accepted yet, and :attr:`accepted_round` records the round in which each sample was accepted.
     After ``max_rounds`` rounds the miner stops mining.
 
-    The result is the content of :attr:`dataset`, a :class:`PseudoLabeledDataset` view that
+    The result is the content of ``dataset``, a :class:`PseudoLabeledDataset` view that
     indexes ``train_dataset`` (by default ``dataset`` itself), so that dataset's transforms (for
     example training augmentation) apply to pseudo-labeled samples. Pass it to
     ``SemiSupervisedLoader(labeled, pseudo=miner.dataset, loader_fn=...)``, which builds a new loader
@@ -100,7 +100,7 @@ class PseudoLabelMiner(Serializable):
         grow: accumulate accepted samples over rounds instead of replacing them.
         max_rounds: stop mining on trainer events after this many rounds (default: no limit); an
             explicit :meth:`run` always mines.
-        train_dataset: the dataset :attr:`dataset` indexes into: the same samples in the same order,
+        train_dataset: the dataset that the attribute ``dataset`` indexes into: the same samples in the same order,
             typically with training transforms (default: ``dataset``).
         batch_size: inference batch size.
         num_workers: ``DataLoader`` workers for inference.
@@ -118,8 +118,9 @@ class PseudoLabelMiner(Serializable):
     Attributes:
         dataset: the :class:`PseudoLabeledDataset` with the accepted samples.
         engine: the inference engine.
-        indices, labels, confidences: positions (into ``dataset``), pseudo-labels and confidences of
-            the accepted samples (CPU tensors).
+        indices: positions (into ``dataset``) of the accepted samples (a CPU tensor).
+        labels: pseudo-labels of the accepted samples (a CPU tensor).
+        confidences: confidences of the accepted samples (a CPU tensor).
         all_confidences: max softmax probability of every sample of the last round (0 for
             non-finite inputs or predictions), e.g. for a histogram.
         num_non_finite: samples of the last round with non-finite inputs or logits (never accepted).
@@ -236,7 +237,7 @@ class PseudoLabelMiner(Serializable):
 
     @property
     def true_labels(self) -> torch.Tensor | None:
-        """Deprecated alias of :attr:`held_back_targets`.
+        """Deprecated alias of ``held_back_targets``.
 
         .. deprecated:: 0.3.0
             Use ``held_back_targets``; 0.4 removes ``true_labels``.
@@ -277,7 +278,7 @@ class PseudoLabelMiner(Serializable):
             self.run()
 
     def run(self) -> PseudoLabeledDataset:
-        """Runs one mining round now and returns :attr:`dataset` with the new pseudo-labeled set."""
+        """Runs one mining round now and returns ``dataset`` with the new pseudo-labeled set."""
         self._runner.run(self._make_loader())
         return self.dataset
 

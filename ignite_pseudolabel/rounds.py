@@ -21,7 +21,7 @@ class MiningRounds(Serializable):
     Each :meth:`record` is a round: by default its accepted samples replace the set; with
     ``grow=True`` they are added to it (as in scikit-learn's ``SelfTrainingClassifier``: an accepted
     sample keeps the label it was accepted with, and :meth:`candidates` excludes it from later
-    rounds). :attr:`accepted_round` records the round in which each sample's current label was
+    rounds). ``accepted_round`` records the round in which each sample's current label was
     accepted, and ``dataset`` (the :class:`~ignite_pseudolabel.PseudoLabeledDataset` that training
     reads) is updated after every round and every :meth:`load_state_dict`.
 
@@ -38,8 +38,9 @@ class MiningRounds(Serializable):
             to be loaded (e.g. the selection criteria).
 
     Attributes:
-        indices, labels, confidences: positions, pseudo-labels (or label maps) and confidences of the
-            accepted samples, sorted by position (CPU tensors).
+        indices: positions of the accepted samples, sorted (a CPU tensor).
+        labels: pseudo-labels (or label maps) of the accepted samples, in the order of ``indices``.
+        confidences: confidences of the accepted samples, in the order of ``indices``.
         accepted_round: for every sample, the round (from 1) in which its current pseudo-label was
             accepted, -1 if it has none.
         rounds: rounds recorded so far.

@@ -249,9 +249,9 @@ class AutoSelection:
     """:class:`ClassSelection` or :class:`DenseSelection`, whichever the model's logits call for, chosen once.
 
     Whether a model predicts classes or label maps shows only in its logits: the first logits that
-    :meth:`encode` sees (or label maps given to :meth:`restore`) choose the strategy, which holds from
-    then on. Until then the class strategy answers :meth:`class_counts` and :meth:`accuracy`. The
-    methods are those of the strategies.
+    ``encode`` sees (or label maps given to :meth:`restore`) choose the strategy, which holds from
+    then on. Until then the class strategy answers ``class_counts`` and ``accuracy``. The methods
+    (``encode``, ``select``, ``class_counts``, ``accuracy``) are those of the strategies.
 
     Args:
         classes: the strategy for whole samples, whose criteria also make the dense one (its

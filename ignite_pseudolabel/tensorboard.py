@@ -69,7 +69,7 @@ class MiningHandler(_TaggedHandler):
         histogram: also log confidence histograms.
         global_step_transform: ``fn(engine, event_name) -> int``, the step of the round, e.g.
             ``global_step_from_engine(trainer)`` for the trainer's epoch. Default: the round number
-            (:attr:`PseudoLabelMiner.rounds`).
+            (:attr:`~ignite_pseudolabel.PseudoLabelMiner.rounds`).
 
     Examples:
         >>> import tempfile, torch
