@@ -208,7 +208,8 @@ def weak_strong_transforms(
       operation draws its own magnitude bin uniformly from 0 to ``magnitude`` (default 30, the whole
       range; the largest translation is then 45% of the side, enhance factors 1 +- 0.9) and a random
       sign, and the Cutout side is uniform up to ``cutout`` of the image side (among 16 equally
-      spaced values, placed inside the image). This was ``"fixmatch"`` before 0.3.0.
+      spaced values, placed inside the image): what ``"fixmatch"`` meant before it took USB's
+      ranges.
     * ``"torchvision"``: torchvision's RandAugment, every image with the same ``magnitude``
       (default 10); the Cutout area is uniform up to ``cutout**2`` of the image (``RandomErasing``).
 
