@@ -10,13 +10,13 @@ from ignite.engine import Events, create_supervised_trainer
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ignite_pseudolabel.augment import WeakStrongViews, weak_strong_transforms
+from ignite_pseudolabel.augment import FixMatchCutout, FixMatchRandAugment, WeakStrongViews, weak_strong_transforms
 from ignite_pseudolabel.batch import SemiSupervisedBatch, Views, prepare_semi_supervised_batch
 from ignite_pseudolabel.batch_views import BatchViews, RawBatch
 from ignite_pseudolabel.data import SemiSupervisedLoader
 from ignite_pseudolabel.device_data import DeviceBatches
 from ignite_pseudolabel.losses import PseudoLabelLoss
-from ignite_pseudolabel.randaugment import OPERATIONS, TORCHVISION_SPACES, binned_values
+from ignite_pseudolabel.randaugment import OPERATIONS, TORCHVISION_SPACES, binned_values, fixmatch_value
 from ignite_pseudolabel.rng import RNGState
 from ignite_pseudolabel.thresholds import FlexMatchThreshold
 from ignite_pseudolabel.view_ops import CropParams, CutoutParams
@@ -215,9 +215,7 @@ def test_each_batched_operation_is_the_per_image_one_at_usbs_values(channels):
     of the per-image ``FixMatchRandAugment`` at the same value, up to one grey level (no nearest-pixel tie on
     these images)."""
     pytest.importorskip("kornia")
-    from ignite_pseudolabel.augment import FixMatchRandAugment
     from ignite_pseudolabel.batch_views import _apply_operations
-    from ignite_pseudolabel.randaugment import fixmatch_value
 
     augment = FixMatchRandAugment()
     raw = _blobs(channels)
@@ -364,8 +362,6 @@ def _usb_draws(source, n):
     the kornia backend draws them or the per-image ``FixMatchRandAugment``."""
     image = torch.zeros(1, 28, 28, dtype=torch.uint8)
     if source == "per-image":
-        from ignite_pseudolabel.augment import FixMatchRandAugment
-
         augment = FixMatchRandAugment(num_ops=2)
         return [pair for _ in range(n) for pair in augment.make_params([image])["operations"]]
     views = BatchViews("digits", mean=(0.5,), std=(0.5,), strength="fixmatch", backend="kornia")
@@ -407,8 +403,6 @@ def _usb_cutouts(source, n, shown=2000):
     ``(n,)``, and the first ``shown`` views (mean = std = 0.5, so that only the patch is 0)."""
     image = torch.full((1, 28, 28), 255, dtype=torch.uint8)
     if source == "per-image":
-        from ignite_pseudolabel.augment import FixMatchCutout
-
         cutout = FixMatchCutout(0.5)
         normalised = (image / 255 - 0.5) / 0.5
         patches = [cutout.make_params([normalised])["patch"] for _ in range(n)]
