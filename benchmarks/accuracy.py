@@ -567,7 +567,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--relative-tau", type=float, default=0.9, help="adamatch's relative threshold")
     p.add_argument("--fairness-weight", type=float, default=0.001, help="freematch's fairness weight")
     p.add_argument("--ramp-steps", type=int, default=500, help="online, mined: steps of the alpha ramp 0 -> 3")
-    p.add_argument("--strength", choices=("torchvision", "fixmatch"), default="fixmatch",
+    p.add_argument("--strength", choices=("fixmatch", "fixmatch-torchvision", "torchvision"), default="fixmatch",
                    help="strong view: weak_strong_transforms' strength (see its docs)")
     p.add_argument("--views", choices=("per-image", "batch", "batch-torchvision"), default="batch",
                    help="the data path: uint8 images on the device, augmented there by BatchViews (batch: kornia; "

@@ -73,6 +73,7 @@ from torch import nn
 
 from benchmarks import common
 from ignite_pseudolabel import PseudoLabelLoss, SemiSupervisedLoader
+from ignite_pseudolabel.view_options import STRENGTHS
 
 TARGET_RATIO = 1.05
 POOL = 8  # distinct batches per stream, reused round-robin
@@ -437,7 +438,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="measure a FixMatch iteration instead (B labeled + mu*B unlabeled, weak and strong "
                              "views per image vs batched, against the model alone on the same rows)")
     parser.add_argument("--mu", type=int, default=3, help="--fixmatch: unlabeled batch = mu * labeled batch")
-    parser.add_argument("--strength", choices=("torchvision", "fixmatch"), default="fixmatch",
+    parser.add_argument("--strength", choices=STRENGTHS, default="fixmatch",
                         help="--fixmatch: strength of the strong view (weak_strong_transforms / BatchViews)")
     parser.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA only)")
     common.add_run_arguments(parser, "benchmarks/results/bench_train_step_<device>[_amp].json")

@@ -48,6 +48,7 @@ from benchmarks.accuracy import batch_views_for, transforms_for
 from examples.mnist import DATASETS, STATS, Images, Net, load_data
 from ignite_pseudolabel.augment import MAX_MAGNITUDE as MAX_BIN
 from ignite_pseudolabel.device_data import DeviceBatches
+from ignite_pseudolabel.view_options import STRENGTHS
 
 PATHS = ("per-image", "batch", "batch-torchvision")
 FIGURES = ("weak_accuracy", "strong_accuracy", "agreement", "mask_rate", "pseudo_label_accuracy", "weak_confidence",
@@ -125,7 +126,7 @@ def score(model: nn.Module, path: str, data: dict[str, Any], args: Any, seed: in
     return dict(zip(FIGURES, columns))
 
 
-#: torchvision's names of the RandAugment operations of ``ignite_pseudolabel.batch_views``
+#: torchvision's names of the RandAugment operations of ``ignite_pseudolabel.randaugment``
 TORCHVISION_NAMES = {"identity": "Identity", "shear_x": "ShearX", "shear_y": "ShearY", "translate_x": "TranslateX",
                      "translate_y": "TranslateY", "rotate": "Rotate", "brightness": "Brightness", "color": "Color",
                      "contrast": "Contrast", "sharpness": "Sharpness", "posterize": "Posterize",
@@ -148,7 +149,8 @@ def compare_operations(model: nn.Module, images: torch.Tensor, targets: torch.Te
     """
     from torchvision.transforms import v2
 
-    from ignite_pseudolabel.batch_views import _OPERATIONS, _SPACES, _apply_operations
+    from ignite_pseudolabel.batch_views import _apply_operations
+    from ignite_pseudolabel.randaugment import OPERATIONS, TORCHVISION_SPACES, binned_values
 
     reference = v2.RandAugment()
     images, targets = images.to(device), targets.to(device)
@@ -156,11 +158,13 @@ def compare_operations(model: nn.Module, images: torch.Tensor, targets: torch.Te
     n, _, height, width = images.shape
     mean, std = stats
     rows = []
-    for k, name in enumerate(_OPERATIONS):
+    for k, name in enumerate(OPERATIONS):
         bins = torch.randint(MAX_BIN + 1, (n,), generator=generator)
         signs = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0)
-        ours = _apply_operations(images / 255, torch.full((n,), k, device=device),
-                                 (bins / MAX_BIN).to(device), signs.to(device), _SPACES["randaugment"])
+        op = torch.full((n,), k, device=device)
+        values = binned_values(op, (bins / MAX_BIN).to(device), signs.to(device), TORCHVISION_SPACES["randaugment"],
+                               height, width)
+        ours = _apply_operations(images / 255, op, values)
         magnitudes_fn, signed = reference._AUGMENTATION_SPACE[TORCHVISION_NAMES[name]]
         magnitudes = magnitudes_fn(MAX_BIN + 1, height, width)
         theirs = []
@@ -205,7 +209,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--batch-size", type=int, default=32, help="labeled batch size B")
     parser.add_argument("--mu", type=int, default=3, help="unlabeled batch size = mu * B")
     parser.add_argument("--tau", type=float, default=0.95, help="confidence threshold of the pseudo-labels")
-    parser.add_argument("--strength", choices=("torchvision", "fixmatch"), default="fixmatch")
+    parser.add_argument("--strength", choices=STRENGTHS, default="fixmatch")
     parser.add_argument("--operation-images", type=int, default=0,
                         help="unlabeled images of the operation-by-operation comparison (0: none; needs kornia)")
     common.add_run_arguments(parser, "benchmarks/results/views_check_<dataset>.json")

@@ -82,6 +82,7 @@ import ignite_pseudolabel
 from ignite_pseudolabel import *
 # docstrings of building blocks use their module's names (not all re-exported by the root)
 from ignite_pseudolabel.alignment import *
+from ignite_pseudolabel.augment import *
 from ignite_pseudolabel.batch import *
 from ignite_pseudolabel.batch_views import *
 from ignite_pseudolabel.criterion import *
@@ -98,6 +99,7 @@ from ignite_pseudolabel.mixing import *
 from ignite_pseudolabel.prepare import *
 from ignite_pseudolabel.pseudo_term import *
 from ignite_pseudolabel.publishing import *
+from ignite_pseudolabel.randaugment import *
 from ignite_pseudolabel.regularisers import *
 from ignite_pseudolabel.rounds import *
 from ignite_pseudolabel.selection import *

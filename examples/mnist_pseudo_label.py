@@ -429,7 +429,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fixmatch-mu", type=int, default=3, help="fixmatch(-ema): unlabeled batch = mu * labeled batch")
     p.add_argument("--ema-momentum", type=float, default=0.01,
                    help="fixmatch(-ema): the EMA's momentum (Ignite's convention: the weight of the model)")
-    p.add_argument("--strength", choices=("torchvision", "fixmatch"), default="fixmatch",
+    p.add_argument("--strength", choices=("fixmatch", "fixmatch-torchvision", "torchvision"), default="fixmatch",
                    help="fixmatch: strong view of weak_strong_transforms (see its docs)")
     p.add_argument("--views", choices=("batch", "per-image"), default="batch",
                    help="fixmatch: views of whole batches of uint8 images held on the device (BatchViews, kornia when "

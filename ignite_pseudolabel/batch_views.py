@@ -16,8 +16,9 @@ small class per backend (:class:`KorniaBatchViews`, :class:`TorchvisionBatchView
 The augmentations are those of :func:`~ignite_pseudolabel.weak_strong_transforms`, at the same
 strengths: with the ``kornia`` backend (``pip install ignite-pseudolabel[fast]``) the shifts, flips
 and crops are exact pixel gathers (:mod:`~ignite_pseudolabel.view_ops`) and the RandAugment /
-TrivialAugment operations kornia's image functions, one operation drawn per sample and per round,
-each giving torchvision's image for the same operation and magnitude (shears about the top-left
+TrivialAugment operations kornia's image functions, one operation and its value drawn per sample and
+per round (from the ranges of :mod:`~ignite_pseudolabel.randaugment`, as the per-image path draws
+them), each giving torchvision's image for the same operation and value (shears about the top-left
 corner, whole-pixel translations, results truncated to the 8-bit grid; tested operation by
 operation; sharpness may differ by one grey level, as kornia does not round the blurred image as
 torchvision's ``uint8`` path does); its random parameters are drawn apart from their application
@@ -39,6 +40,7 @@ import torch
 
 from ._validation import check_choice
 from .batch import RawBatch, Views  # RawBatch is defined with the batch types; importable here still
+from .randaugment import OPERATIONS, TORCHVISION_SPACES, binned_values, fixmatch_values
 from .view_ops import (
     CropParams,
     Cutout,
@@ -99,71 +101,69 @@ def _kornia_available() -> bool:
     return True
 
 
-# RandAugment (Cubuk et al., 2020) and TrivialAugment-Wide (Mueller and Hutter, 2021) operations, with the
-# largest magnitude of each as torchvision defines it (magnitude bin 30 of 0..30). Signed operations get a
-# random sign per sample. Translations: a fraction of the side (RandAugment) or pixels (TrivialAugment-Wide).
-_OPERATIONS = ("identity", "shear_x", "shear_y", "translate_x", "translate_y", "rotate", "brightness", "color",
-               "contrast", "sharpness", "posterize", "solarize", "autocontrast", "equalize")
+# RandAugment (Cubuk et al., 2020) and TrivialAugment-Wide (Mueller and Hutter, 2021): the operations, and the
+# values each strength draws for them, are those of the per-image path (module randaugment).
 _GEOMETRIC = ("shear_x", "shear_y", "translate_x", "translate_y", "rotate")
-_SPACES = {
-    "randaugment": {"shear": 0.3, "translate": 150.0 / 331.0, "translate_in_pixels": False, "rotate": 30.0,
-                    "enhance": 0.9, "posterize_bits": 4},
-    "trivialaugment": {"shear": 0.99, "translate": 32.0, "translate_in_pixels": True, "rotate": 135.0,
-                       "enhance": 0.99, "posterize_bits": 6},
-}
 
 
 class OperationParams(NamedTuple):
-    """One RandAugment round drawn for a batch: per sample an operation (an index into the 14 operations of
-    torchvision's RandAugment), a magnitude in [0, 1] (the bin over 30) and a sign (+1 or -1), each ``(N,)``."""
+    """One RandAugment round drawn for a batch, each ``(N,)``: per sample an operation (``op``, an index into
+    :data:`~ignite_pseudolabel.randaugment.OPERATIONS`) and its ``value`` (the operation's argument: shear
+    factor, whole pixels, degrees, enhance factor, bits, or solarize threshold as a fraction of white; see
+    :mod:`~ignite_pseudolabel.randaugment`)."""
 
     op: torch.Tensor
-    level: torch.Tensor
-    sign: torch.Tensor
+    value: torch.Tensor
 
 
 class _BatchRandAugment:
     """RandAugment / TrivialAugment-Wide on a float batch in [0, 1]: every sample draws its own operations.
 
-    Each of the ``num_ops`` rounds draws one operation, one magnitude bin and one sign per sample
-    (:meth:`draw`); :meth:`apply` makes the geometric operations of a round one affine warp (kornia)
-    and applies the photometric ones to the whole batch, kept where selected (``torch.where``), so
-    the round costs the same whatever the draw, with no host synchronisation.
+    Each of the ``num_ops`` rounds draws one operation and its value per sample (:meth:`draw`): for
+    ``strength="fixmatch"`` RandAugment a value uniform in USB's range, otherwise a magnitude bin (the
+    fixed ``magnitude``, or uniform up to it, or up to 30 for TrivialAugment) and a sign, as torchvision.
+    :meth:`apply` makes the geometric operations of a round one affine warp (kornia) and applies the
+    photometric ones to the whole batch, kept where selected (``torch.where``), so the round costs the
+    same whatever the draw, with no host synchronisation.
     """
 
-    def __init__(self, policy: str, num_ops: int, magnitude: int, per_op_magnitude: bool) -> None:
-        self.space = _SPACES[policy]
+    def __init__(self, policy: str, num_ops: int, magnitude: int | None, strength: str) -> None:
+        self.space = TORCHVISION_SPACES[policy]
         self.num_ops = 1 if policy == "trivialaugment" else num_ops
-        self.magnitude = magnitude
-        # TrivialAugment draws the magnitude bin uniformly; "fixmatch" RandAugment uniformly up to `magnitude`.
-        self.random_magnitude = policy == "trivialaugment" or per_op_magnitude
-        self.max_bin = MAX_MAGNITUDE if policy == "trivialaugment" else magnitude
+        self.usb_ranges = policy == "randaugment" and strength == "fixmatch"
+        # TrivialAugment draws the magnitude bin uniformly; "fixmatch-torchvision" RandAugment uniformly up to
+        # `magnitude`; "torchvision" RandAugment takes `magnitude` itself.
+        self.random_magnitude = policy == "trivialaugment" or strength == "fixmatch-torchvision"
+        self.max_bin = MAX_MAGNITUDE if policy == "trivialaugment" or magnitude is None else magnitude
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return self.apply(x, self.draw(x.shape[0], RandomSource(x.device)))
+        return self.apply(x, self.draw(x.shape[0], x.shape[-2], x.shape[-1], RandomSource(x.device)))
 
-    def draw(self, n: int, source: RandomSource) -> tuple[OperationParams, ...]:
+    def draw(self, n: int, height: int, width: int, source: RandomSource) -> tuple[OperationParams, ...]:
         rounds = []
         for _ in range(self.num_ops):
-            op = source.integers(n, len(_OPERATIONS))
+            op = source.integers(n, len(OPERATIONS))
+            if self.usb_ranges:
+                rounds.append(OperationParams(op, fixmatch_values(op, source.uniform(n), height, width)))
+                continue
             if self.random_magnitude:
                 level = source.integers(n, self.max_bin + 1).to(torch.float32) / MAX_MAGNITUDE
             else:
-                level = torch.full((n,), self.magnitude / MAX_MAGNITUDE, device=source.device)
+                level = torch.full((n,), self.max_bin / MAX_MAGNITUDE, device=source.device)
             sign = torch.where(source.bernoulli(n, 0.5), -1.0, 1.0)
-            rounds.append(OperationParams(op, level, sign))
+            rounds.append(OperationParams(op, binned_values(op, level, sign, self.space, height, width)))
         return tuple(rounds)
 
-    def apply(self, x: torch.Tensor, rounds: tuple[OperationParams, ...]) -> torch.Tensor:
+    @staticmethod
+    def apply(x: torch.Tensor, rounds: tuple[OperationParams, ...]) -> torch.Tensor:
         for r in rounds:
-            x = _apply_operations(x, r.op, r.level.to(x.dtype), r.sign.to(x.dtype), self.space)
+            x = _apply_operations(x, r.op, r.value.to(x.dtype))
         return x
 
 
-def _apply_operations(x: torch.Tensor, op: torch.Tensor, level: torch.Tensor, sign: torch.Tensor,
-                      space: dict[str, Any]) -> torch.Tensor:
-    """Applies operation ``_OPERATIONS[op[i]]`` at magnitude ``level[i]`` in [0, 1] (signed by ``sign[i]``
-    where the operation is) to sample ``i`` of a float batch in [0, 1], as torchvision's RandAugment does.
+def _apply_operations(x: torch.Tensor, op: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """Applies operation ``OPERATIONS[op[i]]`` with its value ``value[i]`` (see
+    :mod:`~ignite_pseudolabel.randaugment`) to sample ``i`` of a float batch in [0, 1], as torchvision does.
 
     The geometric operations are one affine warp (kornia); the photometric ones are kornia's image
     functions applied to the whole batch and kept where selected (``torch.where``), so the cost does
@@ -172,46 +172,42 @@ def _apply_operations(x: torch.Tensor, op: torch.Tensor, level: torch.Tensor, si
     kornia = _import_kornia()
     n, channels, height, width = x.shape
     device = x.device
-    signed = level * sign
 
     def chosen(name: str) -> torch.Tensor:
-        return op == _OPERATIONS.index(name)
+        return op == OPERATIONS.index(name)
 
-    def amount(name: str, largest: float) -> torch.Tensor:
-        return torch.where(chosen(name), signed * largest, 0.0)
+    def amount(name: str) -> torch.Tensor:
+        return torch.where(chosen(name), value, 0.0)
 
     # Geometric operations: one affine warp, the identity for the other samples. As torchvision: rotations
-    # and translations about the image centre (translations truncated to whole pixels), shears about the
-    # top-left corner (which also shifts the image), angles counter-clockwise.
-    pixels_x, pixels_y = (1.0, 1.0) if space["translate_in_pixels"] else (width, height)
-    translations = torch.stack([amount("translate_x", space["translate"] * pixels_x),
-                                amount("translate_y", space["translate"] * pixels_y)], dim=1).trunc()
+    # and translations (whole pixels) about the image centre, shears about the top-left corner (which also
+    # shifts the image), angles counter-clockwise.
+    translations = torch.stack([amount("translate_x"), amount("translate_y")], dim=1)
     sheared = chosen("shear_x") | chosen("shear_y")  # the corner of the top-left pixel is at (-0.5, -0.5)
     center = torch.stack([torch.where(sheared, -0.5, (width - 1) / 2),
                           torch.where(sheared, -0.5, (height - 1) / 2)], dim=1).to(x.dtype)
     matrix = kornia.geometry.transform.get_affine_matrix2d(
-        translations, center, torch.ones(n, 2, device=device, dtype=x.dtype), -amount("rotate", space["rotate"]),
-        torch.atan(amount("shear_x", space["shear"])), torch.atan(amount("shear_y", space["shear"])))
+        translations, center, torch.ones(n, 2, device=device, dtype=x.dtype), -amount("rotate"),
+        torch.atan(amount("shear_x")), torch.atan(amount("shear_y")))
     warped = kornia.geometry.transform.warp_affine(x, matrix[:, :2], (height, width), mode="nearest",
                                                    padding_mode="zeros")
     geometric = sum(chosen(name) for name in _GEOMETRIC)
     out = torch.where(per_sample(geometric.bool()), warped, x)
 
-    # Photometric operations on the input, each kept for the samples that drew it.
+    # Photometric operations on the input, each kept for the samples that drew it (the others' values are
+    # another operation's: computed and dropped; posterize's bits get a valid 8 there).
     enhance = kornia.enhance
-    factor = 1.0 + signed * space["enhance"]
-    bins = torch.round(level * MAX_MAGNITUDE / (MAX_MAGNITUDE / space["posterize_bits"]))
     photometric: dict[str, Callable[[], torch.Tensor]] = {
-        "brightness": lambda: adjust_brightness(x, factor),  # blend with black, as torchvision
-        "contrast": lambda: adjust_contrast(x, factor),
-        "sharpness": lambda: enhance.sharpness(x, factor),
-        "posterize": lambda: enhance.posterize(x, (8 - bins).to(torch.int64)),
-        "solarize": lambda: enhance.solarize(x, 1.0 - level),
+        "brightness": lambda: adjust_brightness(x, value),  # blend with black, as torchvision
+        "contrast": lambda: adjust_contrast(x, value),
+        "sharpness": lambda: enhance.sharpness(x, value),
+        "posterize": lambda: enhance.posterize(x, torch.where(chosen("posterize"), value, 8.0).to(torch.int64)),
+        "solarize": lambda: enhance.solarize(x, value),
         "autocontrast": lambda: _autocontrast(x),
         "equalize": lambda: enhance.equalize(x),
     }
     if channels == 3:  # saturation; an identity on other images, as in torchvision
-        photometric["color"] = lambda: blend(x, grey(x), factor)
+        photometric["color"] = lambda: blend(x, grey(x), value)
     for name, fn in photometric.items():
         out = torch.where(per_sample(chosen(name)), fn(), out)
     return quantize(out)  # back on the 8-bit grid, truncated as torchvision's operations on uint8 images do
@@ -253,7 +249,7 @@ class BatchViews:
     :class:`TorchvisionBatchViews` (both are ``BatchViews``), chosen by ``backend``.
 
     Seeding. The ``kornia`` backend draws every random parameter of a batch (shifts, flips and
-    crops, RandAugment operations, magnitudes and signs, Cutout sides and places) from one
+    crops, RandAugment operations and their values, Cutout sides and places) from one
     generator: ``generator`` when given (drawn on its device and delivered to the batch's device, so
     a CPU generator gives the same parameters for a CPU and a CUDA batch), else the default
     generator of the batch's device: the CPU generator for a CPU batch, that GPU's CUDA generator
@@ -270,10 +266,14 @@ class BatchViews:
         std: per-channel standard deviation for normalisation.
         size: image side for the random crop of ``"natural"`` images.
         num_ops: RandAugment operations per image (FixMatch: 2).
-        magnitude: RandAugment magnitude in [0, 30] (default 10, or 30 with ``strength="fixmatch"``).
+        magnitude: RandAugment magnitude in [0, 30] for ``strength="torchvision"`` (default 10) or
+            ``"fixmatch-torchvision"`` (the largest drawn, default 30); ``"fixmatch"`` takes none.
         cutout: largest Cutout side as a fraction of the image side, in [0, 1].
         policy: ``"randaugment"`` or ``"trivialaugment"``.
-        strength: ``"torchvision"`` or ``"fixmatch"``.
+        strength: ``"fixmatch"`` (the default: USB's RandAugment ranges and Cutout),
+            ``"fixmatch-torchvision"`` or ``"torchvision"``; see
+            :func:`~ignite_pseudolabel.weak_strong_transforms` and the table of each operation's range
+            per strength in the recipes how-to.
         backend: ``"kornia"`` (batched; needs ``pip install ignite-pseudolabel[fast]``),
             ``"torchvision"`` (the torchvision transforms, one image at a time, on the batch's device)
             or ``"auto"`` (the default: kornia when it is installed, else torchvision).
@@ -285,7 +285,7 @@ class BatchViews:
         ValueError: with a ``generator`` and the ``torchvision`` backend.
 
     Examples:
-        >>> views = BatchViews("digits", mean=(0.13,), std=(0.31,), strength="fixmatch")
+        >>> views = BatchViews("digits", mean=(0.13,), std=(0.31,))  # strength="fixmatch"
         >>> _ = torch.manual_seed(0)
         >>> images = torch.randint(0, 256, (6, 1, 28, 28), dtype=torch.uint8)
         >>> out = views(RawBatch(images, torch.arange(6)))
@@ -320,7 +320,7 @@ class BatchViews:
         magnitude: int | None = None,
         cutout: float = 0.5,
         policy: str = "randaugment",
-        strength: str = "torchvision",
+        strength: str = "fixmatch",
         backend: str = "auto",
         generator: torch.Generator | None = None,
     ) -> None:
@@ -350,6 +350,10 @@ class BatchViews:
     def strong(self, images: torch.Tensor) -> torch.Tensor:
         """The strong view (weak + RandAugment or TrivialAugment + Cutout) of a raw ``uint8`` batch."""
         raise NotImplementedError
+
+
+#: the Cutout of each strength (see :class:`~ignite_pseudolabel.view_ops.Cutout`)
+_CUTOUT_SIDES = {"fixmatch": "continuous", "fixmatch-torchvision": "uniform", "torchvision": "area"}
 
 
 class KorniaBatchViews(BatchViews):
@@ -382,8 +386,8 @@ class KorniaBatchViews(BatchViews):
         self._augment: _BatchRandAugment | None = None
         if o.policy == "trivialaugment" or o.num_ops > 0:
             _import_kornia()  # the operations are kornia's: ImportError now rather than at the first batch
-            self._augment = _BatchRandAugment(o.policy, o.num_ops, o.magnitude, o.strength == "fixmatch")
-        self._cutout = Cutout(o.cutout, "uniform" if o.strength == "fixmatch" else "area") if o.cutout > 0 else None
+            self._augment = _BatchRandAugment(o.policy, o.num_ops, o.magnitude, o.strength)
+        self._cutout = Cutout(o.cutout, _CUTOUT_SIDES[o.strength]) if o.cutout > 0 else None
         self._normalize = Normalize(o.mean, o.std)
 
     def draw(self, images: torch.Tensor, strong: bool = True) -> ViewParams:
@@ -394,10 +398,9 @@ class KorniaBatchViews(BatchViews):
         crop = self._geometry.draw(n, height, width, source)
         if not strong:
             return ViewParams(crop, (), None)
-        operations = () if self._augment is None else self._augment.draw(n, source)
-        cutout = None
-        if self._cutout is not None:
-            cutout = self._cutout.draw(n, *self._geometry.output_size(height, width), source)
+        size = self._geometry.output_size(height, width)
+        operations = () if self._augment is None else self._augment.draw(n, *size, source)
+        cutout = None if self._cutout is None else self._cutout.draw(n, *size, source)
         return ViewParams(crop, operations, cutout)
 
     def apply(self, images: torch.Tensor, params: ViewParams) -> torch.Tensor:

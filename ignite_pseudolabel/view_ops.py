@@ -203,7 +203,10 @@ class RandomShift(RandomCrop):
 
 # ----------------------------------------------------------------------------------------- Cutout
 class CutoutParams(NamedTuple):
-    """One draw of :class:`Cutout`: per sample the ``(N,)`` int64 ``top`` and ``left`` corner and ``side`` (0: none)."""
+    """One draw of :class:`Cutout`: per sample the ``(N,)`` int64 ``top`` and ``left`` corner and ``side`` (0: none).
+
+    The patch covers rows ``top`` to ``top + side - 1`` and the same columns, clipped to the image (a
+    corner may lie outside it)."""
 
     top: torch.Tensor
     left: torch.Tensor
@@ -211,36 +214,50 @@ class CutoutParams(NamedTuple):
 
 
 class Cutout:
-    """Erases one square patch per image (DeVries and Taylor, 2017), placed uniformly where it fits.
+    """Erases one square patch per image (DeVries and Taylor, 2017).
 
     The side is ``round(sqrt(a * H * W))`` for an area fraction ``a`` drawn as
-    :func:`~ignite_pseudolabel.weak_strong_transforms` draws it: ``sides="uniform"`` (its
-    ``strength="fixmatch"``): ``a = (fraction * k / 16) ** 2`` for ``k`` uniform in 1..16;
-    ``sides="area"``: ``a`` uniform in ``[0.0001, fraction ** 2]``. A patch that does not fit strictly
-    inside the image is not erased.
+    :func:`~ignite_pseudolabel.weak_strong_transforms` draws it for each ``strength``:
+
+    * ``sides="continuous"`` (``strength="fixmatch"``, as USB): ``a = f ** 2`` for ``f`` uniform in
+      ``[0, fraction)``; the patch is centred on a pixel drawn uniformly over the image and clipped at
+      its borders, as in the Cutout paper;
+    * ``sides="uniform"`` (``"fixmatch-torchvision"``): ``a = (fraction * k / 16) ** 2`` for ``k``
+      uniform in 1..16;
+    * ``sides="area"`` (``"torchvision"``): ``a`` uniform in ``[0.0001, fraction ** 2]``.
+
+    With ``"uniform"`` and ``"area"`` the patch is placed uniformly where it fits, and a patch that
+    does not fit strictly inside the image is not erased (torchvision's ``RandomErasing``).
 
     Args:
         fraction: largest side as a fraction of the image side, in (0, 1].
-        sides: ``"uniform"`` or ``"area"``, see above.
+        sides: ``"continuous"``, ``"uniform"`` or ``"area"``, see above.
 
     Examples:
-        >>> cutout = Cutout(0.5)
+        >>> cutout = Cutout(0.5, sides="uniform")
         >>> params = cutout.draw(2, 8, 8, RandomSource("cpu", torch.Generator().manual_seed(0)))
         >>> erased = cutout.apply(torch.ones(2, 1, 8, 8), params)
         >>> torch.equal((erased == 0).sum(dim=(1, 2, 3)), params.side ** 2)
         True
+        >>> clipped = CutoutParams(torch.tensor([-1]), torch.tensor([6]), torch.tensor([3]))  # centred on (0, 7)
+        >>> (cutout.apply(torch.ones(1, 1, 8, 8), clipped) == 0).sum().item()  # 2 rows x 2 columns inside
+        4
     """
 
     def __init__(self, fraction: float, sides: str = "uniform") -> None:
         self.fraction = check_float("fraction", fraction, low=0.0, high=1.0, low_inclusive=False)
-        self.sides = check_choice("sides", sides, ("uniform", "area"))
+        self.sides = check_choice("sides", sides, ("continuous", "uniform", "area"))
 
     def draw(self, n: int, height: int, width: int, source: RandomSource) -> CutoutParams:
-        if self.sides == "uniform":
+        if self.sides == "continuous":
+            area = source.uniform(n, 0.0, self.fraction) ** 2
+        elif self.sides == "uniform":
             area = (self.fraction * (source.integers(n, CUTOUT_SIDES) + 1) / CUTOUT_SIDES) ** 2
         else:  # as RandomErasing(scale=(0.0001, fraction^2))
             area = source.uniform(n, 0.0001, max(self.fraction**2, 0.0002))
         side = torch.round(torch.sqrt(area * height * width)).to(torch.int64)
+        if self.sides == "continuous":  # centred on a uniform pixel, clipped at the borders
+            return CutoutParams(source.integers(n, height) - side // 2, source.integers(n, width) - side // 2, side)
         side = torch.where((side < height) & (side < width), side, 0)
         return CutoutParams(source.integers(n, height - side + 1), source.integers(n, width - side + 1), side)
 

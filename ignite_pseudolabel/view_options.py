@@ -13,23 +13,29 @@ from typing import NamedTuple
 
 from ._validation import check_choice, check_float, check_int
 
-__all__ = ["CUTOUT_SIDES", "MAX_MAGNITUDE", "ViewOptions"]
+__all__ = ["CUTOUT_SIDES", "MAX_MAGNITUDE", "STRENGTHS", "ViewOptions"]
 
 #: torchvision's RandAugment magnitudes are bins 0..30 of each operation's range.
 MAX_MAGNITUDE = 30
-#: the Cutout side of ``strength="fixmatch"`` is drawn from this many equally spaced fractions of ``cutout``.
+#: the Cutout side of ``strength="fixmatch-torchvision"`` is drawn from this many equally spaced fractions of
+#: ``cutout``.
 CUTOUT_SIDES = 16
+#: how the strong view samples (see :func:`~ignite_pseudolabel.weak_strong_transforms`), the default first
+STRENGTHS = ("fixmatch", "fixmatch-torchvision", "torchvision")
 
 
 class ViewOptions(NamedTuple):
     """The checked arguments of :func:`~ignite_pseudolabel.weak_strong_transforms` (see there for their meaning).
 
-    Build it with :meth:`check`, which fills in the default ``magnitude`` of the ``strength``.
+    Build it with :meth:`check`, which fills in the default ``magnitude`` of the ``strength`` (``None``
+    for ``strength="fixmatch"``, whose ranges are fixed).
 
     Examples:
-        >>> options = ViewOptions.check("digits", mean=(0.13,), std=(0.31,), strength="fixmatch")
+        >>> options = ViewOptions.check("digits", mean=(0.13,), std=(0.31,), strength="fixmatch-torchvision")
         >>> options.magnitude, options.mean, options.size
         (30, (0.13,), None)
+        >>> ViewOptions.check("digits").strength, ViewOptions.check("digits").magnitude
+        ('fixmatch', None)
         >>> ViewOptions.check("natural")
         Traceback (most recent call last):
         ...
@@ -43,7 +49,7 @@ class ViewOptions(NamedTuple):
     std: tuple[float, ...]
     size: int | None
     num_ops: int
-    magnitude: int
+    magnitude: int | None
     cutout: float
     policy: str
     strength: str
@@ -60,18 +66,24 @@ class ViewOptions(NamedTuple):
         magnitude: int | None = None,
         cutout: float = 0.5,
         policy: str = "randaugment",
-        strength: str = "torchvision",
+        strength: str = "fixmatch",
     ) -> ViewOptions:
         """Validates the arguments, raising ``TypeError`` / ``ValueError`` that name the argument at fault."""
         check_choice("kind", kind, ("natural", "digits"))
         check_choice("policy", policy, ("randaugment", "trivialaugment"))
-        check_choice("strength", strength, ("torchvision", "fixmatch"))
+        check_choice("strength", strength, STRENGTHS)
         num_ops = check_int("num_ops", num_ops, minimum=0)
-        if magnitude is None:
-            magnitude = MAX_MAGNITUDE if strength == "fixmatch" else 10
-        magnitude = check_int("magnitude", magnitude, minimum=0)
-        if magnitude > MAX_MAGNITUDE:
-            raise ValueError(f"Argument magnitude should be an integer in [0, {MAX_MAGNITUDE}], but given {magnitude}")
+        if strength == "fixmatch":
+            if magnitude is not None:
+                raise ValueError(f"Argument magnitude is for strength='torchvision' or 'fixmatch-torchvision' "
+                                 f"(strength='fixmatch' draws from USB's fixed ranges), but given {magnitude!r}")
+        else:
+            if magnitude is None:
+                magnitude = MAX_MAGNITUDE if strength == "fixmatch-torchvision" else 10
+            magnitude = check_int("magnitude", magnitude, minimum=0)
+            if magnitude > MAX_MAGNITUDE:
+                raise ValueError(f"Argument magnitude should be an integer in [0, {MAX_MAGNITUDE}], but given "
+                                 f"{magnitude}")
         cutout = check_float("cutout", cutout, low=0.0, high=1.0)
         if len(mean) != len(std):
             raise ValueError(f"Arguments mean and std should have the same length, but given {len(mean)} and "

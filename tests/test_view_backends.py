@@ -141,8 +141,14 @@ def test_view_options_validate_without_building_transforms():
     with pytest.raises(ValueError, match=r"Argument std should be a finite number in \(0, inf\), but given 0.0"):
         ViewOptions.check("digits", std=(0.0,))
     with pytest.raises(ValueError, match=r"magnitude should be an integer in \[0, 30\], but given 31"):
-        BatchViews("digits", magnitude=31, strength="fixmatch", backend="kornia")
-    assert ViewOptions.check("natural", size=32).magnitude == 10
+        BatchViews("digits", magnitude=31, strength="fixmatch-torchvision", backend="kornia")
+    with pytest.raises(ValueError, match="magnitude is for strength='torchvision' or 'fixmatch-torchvision'"):
+        BatchViews("digits", magnitude=10, backend="kornia")
+    assert ViewOptions.check("natural", size=32, strength="torchvision").magnitude == 10
+    assert ViewOptions.check("natural", size=32, strength="fixmatch-torchvision").magnitude == 30
+    default = ViewOptions.check("natural", size=32)
+    assert (default.strength, default.magnitude, default.num_ops) == ("fixmatch", None, 2)
+    assert BatchViews("digits", backend="torchvision").strength == "fixmatch"
 
 
 def test_the_batch_path_imports_no_torchvision():
