@@ -9,7 +9,7 @@ batched path checks its arguments without importing torchvision.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from ._validation import check_choice, check_float, check_int
 
@@ -44,31 +44,21 @@ class ViewOptions(NamedTuple):
     .. versionadded:: 0.3.0
     """
 
-    kind: str
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    size: int | None
-    num_ops: int
-    magnitude: int | None
-    cutout: float
-    policy: str
-    strength: str
+    kind: str = "natural"
+    mean: Sequence[float] = (0.5,)
+    std: Sequence[float] = (0.5,)
+    size: int | None = None
+    num_ops: int = 2
+    magnitude: int | None = None
+    cutout: float = 0.5
+    policy: str = "randaugment"
+    strength: str = "fixmatch"
 
     @classmethod
-    def check(
-        cls,
-        kind: str = "natural",
-        *,
-        mean: Sequence[float] = (0.5,),
-        std: Sequence[float] = (0.5,),
-        size: int | None = None,
-        num_ops: int = 2,
-        magnitude: int | None = None,
-        cutout: float = 0.5,
-        policy: str = "randaugment",
-        strength: str = "fixmatch",
-    ) -> ViewOptions:
-        """Validates the arguments, raising ``TypeError`` / ``ValueError`` that name the argument at fault."""
+    def check(cls, kind: str = "natural", **options: Any) -> ViewOptions:
+        """Validates the arguments (the fields, with their defaults), raising ``TypeError`` / ``ValueError`` that
+        name the argument at fault."""
+        kind, mean, std, size, num_ops, magnitude, cutout, policy, strength = cls(kind, **options)
         check_choice("kind", kind, ("natural", "digits"))
         check_choice("policy", policy, ("randaugment", "trivialaugment"))
         check_choice("strength", strength, STRENGTHS)
