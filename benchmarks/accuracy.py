@@ -596,9 +596,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--merge", nargs="+", default=[], metavar="JSON",
                    help="instead of training: merge the reports of runs made in parallel (e.g. one seed each) "
                         "into --out, and --plot them")
+    p.add_argument("--class-table", default="", metavar="JSON",
+                   help="instead of training: print the per-class mask rates and pseudo-label accuracies of a report's "
+                        "consistency methods (over the second half of each run, all seeds pooled)")
     args = p.parse_args(argv)
     if args.merge:
         return merge(args.merge, args.out, args.plot)
+    if args.class_table:
+        return class_table(json.loads(Path(args.class_table).read_text()))
     if not args.minutes and not args.steps:
         p.error("give a budget: --minutes or --steps")
     if not args.out:
@@ -628,6 +633,31 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"curves: {args.plot}")
     print(f"\nwritten to {args.out}")
     return report
+
+
+def class_table(report: dict[str, Any]) -> dict[str, Any]:
+    """Per true class and method: the share of its unlabeled predictions used (their mean weight) and the accuracy
+    of the pseudo-labels used, over the second half of each run's validations (the counts between the snapshot at
+    the middle and the last one), pooled over the seeds. Printed as a table; returned as a dict."""
+    table: dict[str, Any] = {}
+    for method, runs in report["runs"].items():
+        pooled = None
+        for run in runs:
+            snapshots = run.get("class_counts")
+            if not snapshots:
+                continue
+            last, middle = torch.tensor(snapshots[-1]), torch.tensor(snapshots[len(snapshots) // 2])
+            counts = last - middle if len(snapshots) > 1 else last
+            pooled = counts if pooled is None else pooled + counts
+        if pooled is not None:
+            total, used, correct = pooled
+            table[method] = {"mask_rate": (used / total.clamp(min=1)).tolist(),
+                             "pseudo_label_accuracy": (correct / used.clamp(min=1e-9)).tolist()}
+    print(f"{'method':<13} {'':<9} " + " ".join(f"{c:>5}" for c in range(NUM_CLASSES)))
+    for method, row in table.items():
+        for name, key in (("mask", "mask_rate"), ("accuracy", "pseudo_label_accuracy")):
+            print(f"{method:<13} {name:<9} " + " ".join(f"{100 * v:>5.1f}" for v in row[key]))
+    return table
 
 
 def merge(paths: list[str], out: str, png: str) -> dict[str, Any]:

@@ -31,6 +31,21 @@ def test_readme_shows_the_quickstart_script():
     assert script in blocks
 
 
+def test_readme_shows_the_recipe_part_of_the_recipe_script_and_the_script_runs(tmp_path):
+    """The README shows the recipe's lines of examples/readme_recipe.py verbatim; the script trains (a short run:
+    100 supervised warm-start steps, then 200 steps of the recipe) and keeps the EMA model."""
+    readme = (ROOT / "README.md").read_text()
+    script = (ROOT / "examples" / "readme_recipe.py").read_text()
+    recipe = script[script.index("# --- the recipe"):script.index("# --- keep the best")]
+    assert any(recipe.strip() in block for block in re.findall(r"```python\n(.*?)```", readme, flags=re.S))
+    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "readme_recipe.py"), str(tmp_path), "300", "100"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    found = re.search(r"best validation accuracy (\d\.\d+), test accuracy (\d\.\d+)", proc.stdout)
+    assert found and float(found.group(2)) > 0.6, proc.stdout
+    assert list((tmp_path / "checkpoints").glob("best_*.pt"))
+
+
 @pytest.mark.parametrize("mode", ["online", "mined"])
 def test_readme_quickstart_runs_in_both_modes(tmp_path, mode):
     script = str(ROOT / "examples" / "readme_quickstart.py")
