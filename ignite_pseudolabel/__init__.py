@@ -32,7 +32,7 @@ from .split import class_balanced_split
 from .tensorboard import attach_tensorboard
 from .thresholds import FixedThreshold, FlexMatchThreshold, FreeMatchThreshold, ThresholdPolicy
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = [
     "AlphaRamp",

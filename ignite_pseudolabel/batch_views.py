@@ -14,7 +14,7 @@ small class per backend (:class:`KorniaBatchViews`, :class:`TorchvisionBatchView
 ``BatchViews(backend=...)`` builds the one asked for.
 
 The augmentations are those of :func:`~ignite_pseudolabel.weak_strong_transforms`, at the same
-strengths: with the ``kornia`` backend (``pip install ignite-pseudolabel[fast]``) the shifts, flips
+strengths: with the ``kornia`` backend (``pip install -e ".[fast]"``) the shifts, flips
 and crops are exact pixel gathers (:mod:`~ignite_pseudolabel.view_ops`) and the RandAugment /
 TrivialAugment operations kornia's image functions, one operation and its value drawn per sample and
 per round (from the ranges of :mod:`~ignite_pseudolabel.randaugment`, as the per-image path draws
@@ -274,7 +274,7 @@ class BatchViews:
             ``"fixmatch-torchvision"`` or ``"torchvision"``; see
             :func:`~ignite_pseudolabel.weak_strong_transforms` and the table of each operation's range
             per strength in the recipes how-to.
-        backend: ``"kornia"`` (batched; needs ``pip install ignite-pseudolabel[fast]``),
+        backend: ``"kornia"`` (batched; needs ``pip install -e ".[fast]"``),
             ``"torchvision"`` (the torchvision transforms, one image at a time, on the batch's device)
             or ``"auto"`` (the default: kornia when it is installed, else torchvision).
         generator: the ``torch.Generator`` of every random parameter of the ``kornia`` backend, or
