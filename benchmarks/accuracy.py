@@ -519,11 +519,14 @@ def plot(report: dict[str, Any], path: str) -> None:
         minutes = [statistics.mean(r["curve"][k]["minutes"] for r in results) for k in range(length)]
         means = [100 * statistics.mean(r["curve"][k][key] for r in results) for k in range(length)]
         s = report["summary"][method]
+        spread = f" ± {100 * s.get('test_accuracy_se', 0):.2f}" if len(results) > 1 else ""  # no SE from one run
         ax.plot(minutes, means, color=f"C{i}", linewidth=2,
-                label=f"{method}: {100 * s['test_accuracy_mean']:.2f} ± {100 * s.get('test_accuracy_se', 0):.2f} %")
+                label=f"{method}: {100 * s['test_accuracy_mean']:.2f}{spread} % (n={len(results)})")
+    ax.plot([], [], color="grey", alpha=0.3, linewidth=0.8, label="thin lines: each seed; thick: the mean")
     config = report["config"]
     if config.get("warm_start_minutes"):
-        ax.axvline(config["warm_start_minutes"], color="grey", linestyle="--", linewidth=1)
+        ax.axvline(config["warm_start_minutes"], color="grey", linestyle="--", linewidth=1,
+                   label=f"end of the recipes' warm start ({config['warm_start_minutes']:g} min)")
         ax.text(config["warm_start_minutes"], ax.get_ylim()[0], " end of warm start", color="grey", fontsize=7,
                 va="bottom")
     ax.set_xlabel("training minutes (evaluation time not counted)")
@@ -668,7 +671,8 @@ def merge(paths: list[str], out: str, png: str) -> dict[str, Any]:
     runs: dict[str, list[dict[str, Any]]] = {}
     for report in reports:
         for method, results in report["runs"].items():
-            runs.setdefault(method, []).extend(results)
+            if results:  # a report of an interrupted run lists the methods it did not reach, with no runs
+                runs.setdefault(method, []).extend(results)
     merged = {**reports[0], "command": [r["command"] for r in reports], "merged_from": paths,
               "summary": summarise(runs), "runs": runs}
     merged["config"] = {**reports[0]["config"], "seeds": sorted({r["seed"] for rs in runs.values() for r in rs})}

@@ -33,7 +33,7 @@ x, y = mnist_data()
 images, labels = torch.tensor(x, dtype=torch.uint8).view(-1, 1, 28, 28), torch.tensor(y)
 test = class_balanced_split(labels, labeled_per_class=100, seed=2022).labeled  # 100 per class held out
 rest = torch.ones(len(labels), dtype=torch.bool).index_fill_(0, test, False).nonzero().flatten()
-split = class_balanced_split(labels[rest], labeled_per_class=10, validation_per_class=10, seed=0)
+split = class_balanced_split(labels[rest], labeled_per_class=10, validation_per_class=50, seed=0)
 labeled, validation, unlabeled = rest[split.labeled], rest[split.validation], rest[split.unlabeled]
 model = nn.Sequential(nn.Conv2d(1, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
                       nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),

@@ -49,6 +49,12 @@ def test_accuracy_benchmark_runs_every_method(tmp_path):
     run_script("accuracy.py", "--merge", out, out, "--out", merged)
     summary = json.loads(merged.read_text())["summary"]
     assert summary["best"]["seeds"] == 2 and summary["best"]["test_accuracy_std"] == 0.0
+    # the report of an interrupted run lists methods it did not reach, with no runs: they are left out
+    interrupted = tmp_path / "interrupted.json"
+    interrupted.write_text(json.dumps({**report, "runs": {**report["runs"], "fixmatch": []}}))
+    run_script("accuracy.py", "--merge", interrupted, out, "--out", merged)
+    summary = json.loads(merged.read_text())["summary"]
+    assert summary["fixmatch"]["seeds"] == 1 and summary["best"]["seeds"] == 2
 
 
 def test_accuracy_benchmark_validates_at_fixed_steps_and_records_test_curves(tmp_path):
