@@ -55,9 +55,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from ignite.engine import Engine, Events, create_supervised_evaluator, create_supervised_trainer
+from ignite.engine import Engine, Events, create_supervised_trainer
 from ignite.handlers import EMAHandler, Timer
-from ignite.metrics import Accuracy
 from torch import nn
 from torch.utils.data import DataLoader
 from torchvision.transforms import v2
@@ -111,7 +110,8 @@ def recipe_loss(method: str, args: argparse.Namespace, num_unlabeled: int, teach
     parts = {
         "fixmatch": lambda: {"threshold": args.tau},
         "fixmatch-ema": lambda: {"threshold": args.tau, "teacher": teacher},
-        "flexmatch": lambda: {"threshold": ipl.FlexMatchThreshold(args.tau, num_classes=c, num_unlabeled=num_unlabeled)},
+        "flexmatch": lambda: {
+            "threshold": ipl.FlexMatchThreshold(args.tau, num_classes=c, num_unlabeled=num_unlabeled)},
         "freematch": lambda: {"threshold": ipl.FreeMatchThreshold(c),
                               "fairness": ipl.SelfAdaptiveFairness(c, weight=args.fairness_weight)},
         "softmatch": lambda: {"threshold": SoftMatchWeights(c),
@@ -330,9 +330,10 @@ class Run:
                                                                                                   weak))
             miner.attach(trainer, Events.STARTED)
             raw = data["x_u"].unsqueeze(1).to(device)
-            pseudo_loader = DeviceBatches(raw, batch_size=unlabeled_batch, generator=self.generator).pseudo_loader_fn() \
+            pseudo_loader = (
+                DeviceBatches(raw, batch_size=unlabeled_batch, generator=self.generator).pseudo_loader_fn()
                 if self.views is not None else functools.partial(
-                    DataLoader, batch_size=unlabeled_batch, shuffle=True, generator=self.generator)
+                    DataLoader, batch_size=unlabeled_batch, shuffle=True, generator=self.generator))
             train_data: Any = ipl.SemiSupervisedLoader(self.labeled(), pseudo=miner.dataset, loader_fn=pseudo_loader)
         elif self.views is not None:  # uint8 images on the device, views made there
             unlabeled: Any = DeviceBatches(data["x_u"].unsqueeze(1).to(device), batch_size=unlabeled_batch,
@@ -385,7 +386,7 @@ class Run:
 
 
 def make_optimizer(args: argparse.Namespace, model: nn.Module) -> torch.optim.Optimizer:
-    """Adam, or SGD with Nesterov momentum and weight decay on the weights but not on BatchNorm and biases (FixMatch)."""
+    """Adam, or SGD with Nesterov momentum, weight decay on the weights but not on BatchNorm and biases (FixMatch)."""
     lr = args.lr if args.lr is not None else (1e-3 if args.optimizer == "adam" else 0.03)
     if args.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=args.weight_decay)

@@ -429,7 +429,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--online-threshold", type=float, default=None,
                    help="online: minimum confidence of a pseudo-label (default: none, as Lee 2013)")
     p.add_argument("--remine-every", type=int, default=0, help="mined: re-mine every K epochs (0: mine once)")
-    p.add_argument("--fixmatch-steps", type=int, default=500, help="fixmatch(-ema): optimizer steps after the warm start")
+    p.add_argument("--fixmatch-steps", type=int, default=500,
+                   help="fixmatch(-ema): optimizer steps after the warm start")
     p.add_argument("--fixmatch-eval-every", type=int, default=20, help="fixmatch(-ema): steps between two validations")
     p.add_argument("--fixmatch-threshold", type=float, default=0.95, help="fixmatch(-ema): minimum confidence (tau)")
     p.add_argument("--fixmatch-mu", type=int, default=3, help="fixmatch(-ema): unlabeled batch = mu * labeled batch")

@@ -17,9 +17,10 @@ and scored with Ignite's ``ConfusionMatrix`` and ``mIoU``, by three methods:
   the padded pixels are invalid, not "ignore"), the strong view adds colour jitter and blur, and
   CutMix pastes a box of another canvas into it; an EMA teacher (Ignite's ``EMAHandler``) predicts
   the weak views (or, with ``--teacher none``, the model itself in the same forward pass, the loss
-  mixing its weak-view predictions with the same boxes: UniMatch's online CutMix); its pixels whose confidence reaches their class's threshold (FreeMatch's
-  self-adaptive class-wise thresholds over the pixels, or ``--policy fixed --threshold``) train the
-  student's strong view at the same (CutMix-mixed) places
+  mixing its weak-view predictions with the same boxes: UniMatch's online CutMix); its pixels whose
+  confidence reaches their class's threshold (FreeMatch's self-adaptive class-wise thresholds over
+  the pixels, or ``--policy fixed --threshold``) train the student's strong view at the same
+  (CutMix-mixed) places
   (:class:`~ignite_pseudolabel.dense.DensePrepareBatch`), the pseudo term averaged over the valid
   pixels; the EMA model is the evaluated one;
 * ``control``: supervised training continued from the same model for as long (wall time) as

@@ -197,13 +197,13 @@ def weak_strong_transforms(
     view strengths"):
 
     * ``"fixmatch"`` (the default): USB's RandAugment, with which FixMatch's results are reproduced
-      (:class:`~ignite_pseudolabel.augment.FixMatchRandAugment`): each of the ``num_ops`` operations is one of the 14 drawn
-      uniformly, with a value drawn uniformly in a fixed range (enhance factors in [0.05, 0.95],
+      (:class:`~ignite_pseudolabel.augment.FixMatchRandAugment`): each of the ``num_ops`` operations is
+      one of the 14 drawn uniformly, with a value drawn uniformly in a fixed range (enhance factors in [0.05, 0.95],
       rotations up to 30 degrees, shears up to 0.3, translations up to 30% of the side, posterize to
       4-7 bits, a solarize threshold anywhere in [0, 256]); then Cutout of a side uniform up to
       ``cutout`` of the image side, centred anywhere and clipped at the borders
-      (:class:`~ignite_pseudolabel.augment.FixMatchCutout`). No ``magnitude``. USB uses ``num_ops=3``, the FixMatch paper 2 (our
-      default).
+      (:class:`~ignite_pseudolabel.augment.FixMatchCutout`). No ``magnitude``. USB uses ``num_ops=3``,
+      the FixMatch paper 2 (our default).
     * ``"fixmatch-torchvision"``: torchvision's RandAugment ranges sampled per operation: each
       operation draws its own magnitude bin uniformly from 0 to ``magnitude`` (default 30, the whole
       range; the largest translation is then 45% of the side, enhance factors 1 +- 0.9) and a random

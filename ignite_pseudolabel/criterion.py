@@ -46,7 +46,7 @@ class Rows(NamedTuple):
 
 
 class LossStats(NamedTuple):
-    """Detached statistics of one call of :class:`SemiSupervisedLoss`, on the predictions' device (this process's batch).
+    """Detached statistics of one call of :class:`SemiSupervisedLoss`, on the predictions' device (this process).
 
     Attributes:
         supervised_loss: the labeled term.

@@ -1,4 +1,4 @@
-"""Which online pseudo-labels to use: fixed, class-wise curriculum (FlexMatch), self-adaptive (FreeMatch) and relative (AdaMatch) thresholds.
+"""Which online pseudo-labels to use: fixed, curriculum (FlexMatch), self-adaptive (FreeMatch), relative (AdaMatch).
 
 A threshold policy is an ``nn.Module`` called with the class probabilities of the unlabeled
 predictions; it returns the mask of the predictions to use (or float weights, see
@@ -250,7 +250,7 @@ class FreeMatchThreshold(ThresholdPolicy):
 
 
 class RelativeThreshold(ThresholdPolicy):
-    """AdaMatch's relative threshold: ``threshold`` times the mean confidence on the labeled rows (Berthelot et al., 2022).
+    """AdaMatch's relative threshold: ``threshold`` times the mean labeled confidence (Berthelot et al., 2022).
 
     The cut-off follows the model's confidence on data it knows: early in training, or under a
     distribution shift between labeled and unlabeled data, it stays low; as the labeled

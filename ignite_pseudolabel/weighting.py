@@ -71,7 +71,8 @@ class SoftMatchWeights(ThresholdPolicy):
         # E[c] and E[c^2] in float64: their difference, the variance, is small late in training
         moments, count = masked_mean(torch.stack([confidence, confidence * confidence], dim=1).double(), valid)
         mean = moments[0]
-        variance = ((moments[1] - mean * mean).clamp(min=0.0) * count / (count - 1).clamp(min=1)).to(self.variance.dtype)
+        variance = (moments[1] - mean * mean).clamp(min=0.0) * count / (count - 1).clamp(min=1)
+        variance = variance.to(self.variance.dtype)
         mean = mean.to(self.mean.dtype)
         m, update = self.momentum, count > 1  # a tensor: no host synchronisation
         self.mean = torch.where(update, m * self.mean + (1 - m) * mean, self.mean)

@@ -1,4 +1,4 @@
-"""Before and after the 0.3 reshaping: seeded runs of the composed PseudoLabelLoss give bit-identical losses and weights.
+"""Before and after the 0.3 reshaping: seeded runs of the composed PseudoLabelLoss give bit-identical losses, weights.
 
 The "before" is the frozen pre-0.3 algorithm in ``tests/legacy_loss.py``. Each recipe trains a
 small model for a few epochs twice from the same seed, once with each loss, on a stock
@@ -10,8 +10,10 @@ import copy
 
 import pytest
 import torch
+from helpers import blobs, mlp
 from ignite.engine import Events, create_supervised_trainer
 from ignite.handlers import EMAHandler
+from legacy_loss import LegacyDensePrepareBatch, LegacyPseudoLabelLoss
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 from torchvision.transforms import v2
@@ -21,16 +23,13 @@ from ignite_pseudolabel import (
     DistributionAlignment,
     FlexMatchThreshold,
     FreeMatchThreshold,
-    PseudoLabelLoss,
     PseudoLabeledDataset,
+    PseudoLabelLoss,
     SelfAdaptiveFairness,
     SemiSupervisedLoader,
     WeakStrongViews,
 )
 from ignite_pseudolabel.dense import DensePrepareBatch, DenseWeakStrongViews
-
-from helpers import blobs, mlp
-from legacy_loss import LegacyDensePrepareBatch, LegacyPseudoLabelLoss
 
 N_LABELED, N_UNLABELED = 12, 48
 

@@ -210,7 +210,7 @@ def test_flexmatch_makes_no_tensor_from_python_values_per_step(monkeypatch, mapp
     real = torch.tensor
     monkeypatch.setattr(torch, "tensor", lambda *a, **k: made.append(a) or real(*a, **k))
     policy(probs, flags, index)
-    policy.class_thresholds
+    _ = policy.class_thresholds  # the property computes the thresholds too
     assert made == []
     monkeypatch.undo()
     expected = {"convex": 1 / (2 - 1), "linear": 1.0, "concave": 1.0}[mapping]  # class 0: learning effect 1
