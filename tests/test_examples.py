@@ -44,6 +44,9 @@ def test_readme_shows_the_recipe_part_of_the_recipe_script_and_the_script_runs(t
     found = re.search(r"best validation accuracy (\d\.\d+), test accuracy (\d\.\d+)", proc.stdout)
     assert found and float(found.group(2)) > 0.6, proc.stdout
     assert list((tmp_path / "checkpoints").glob("best_*.pt"))
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["steps"] == 300 and result["minutes"] > 0
+    assert result["test_accuracy"] == pytest.approx(float(found.group(2)), abs=1e-4)
 
 
 @pytest.mark.parametrize("mode", ["online", "mined"])
