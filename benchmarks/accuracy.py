@@ -49,159 +49,37 @@ import copy
 import functools
 import json
 import math
-import statistics
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 from ignite.engine import Engine, Events, create_supervised_trainer
-from ignite.handlers import EMAHandler, Timer
+from ignite.handlers import EMAHandler
 from torch import nn
 from torch.utils.data import DataLoader
-from torchvision.transforms import v2
 
 import ignite_pseudolabel as ipl
 from benchmarks import common
-from examples.mnist import STATS, BNNet, Images, Net, load_data
+from benchmarks.accuracy_parts import (
+    ALIASES,
+    CONSISTENCY,
+    METHODS,
+    MODELS,
+    SEMI,
+    Budget,
+    ClassStats,
+    accuracy_of,
+    batch_views_for,
+    make_optimizer,
+    or_nan,
+    prepare,
+    pseudo_label_records,
+    recipe_loss,
+)
+from benchmarks.accuracy_report import class_table, merge, plot, summarise
+from examples.mnist import Images
 from ignite_pseudolabel.device_data import DeviceBatches
-from ignite_pseudolabel.labels import AlignedLabels
-from ignite_pseudolabel.thresholds import RelativeThreshold
-from ignite_pseudolabel.weighting import SoftMatchWeights
-
-METHODS = ("supervised", "online", "mined", "fixmatch", "fixmatch-ema", "flexmatch", "freematch", "softmatch",
-           "adamatch")
-#: former names of methods (reports made before 0.3 use them)
-ALIASES = {"best": "fixmatch-ema"}
-SEMI = METHODS[1:]
-CONSISTENCY = METHODS[3:]
-NUM_CLASSES = 10
-MODELS = {"net": Net, "bn": BNNet}
-
-
-def transforms_for(dataset: str, strength: str) -> tuple[Any, Any, Any]:
-    """(plain, weak, strong) transforms: digits never flip; clothes (Fashion-MNIST) may."""
-    mean, std = STATS[dataset]
-    kind = "digits" if dataset in ("mnist5k", "mnist") else "natural"
-    weak, strong = ipl.weak_strong_transforms(kind, mean=(mean,), std=(std,), size=28, strength=strength)
-    plain = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize([mean], [std])])
-    return plain, weak, strong
-
-
-def batch_views_for(dataset: str, strength: str, views: str) -> Any:
-    """The :class:`BatchViews` of ``--views batch`` (kornia) or ``batch-torchvision``; ``None`` for ``per-image``.
-
-    The same augmentations as :func:`transforms_for`, made on whole batches in ``prepare_batch``.
-    """
-    if views == "per-image":
-        return None
-    from ignite_pseudolabel.batch_views import BatchViews
-
-    mean, std = STATS[dataset]
-    kind = "digits" if dataset in ("mnist5k", "mnist") else "natural"
-    backend = "torchvision" if views == "batch-torchvision" else "kornia"
-    return BatchViews(kind, mean=(mean,), std=(std,), size=28, strength=strength, backend=backend)
-
-
-def recipe_loss(method: str, args: argparse.Namespace, num_unlabeled: int, teacher: nn.Module | None,
-                held_back: torch.Tensor, views: Any) -> ipl.PseudoLabelLoss:
-    """The :class:`PseudoLabelLoss` of a consistency method: its parts, one object per slot."""
-    c = NUM_CLASSES
-    parts = {
-        "fixmatch": lambda: {"threshold": args.tau},
-        "fixmatch-ema": lambda: {"threshold": args.tau, "teacher": teacher},
-        "flexmatch": lambda: {
-            "threshold": ipl.FlexMatchThreshold(args.tau, num_classes=c, num_unlabeled=num_unlabeled)},
-        "freematch": lambda: {"threshold": ipl.FreeMatchThreshold(c),
-                              "fairness": ipl.SelfAdaptiveFairness(c, weight=args.fairness_weight)},
-        "softmatch": lambda: {"threshold": SoftMatchWeights(c),
-                              "labels": AlignedLabels(ipl.DistributionAlignment(c), targets_from_aligned=False)},
-        "adamatch": lambda: {"threshold": RelativeThreshold(args.relative_tau),
-                             "alignment": ipl.DistributionAlignment(c)},
-    }[method]()
-    return ipl.PseudoLabelLoss(**parts, held_back_targets=held_back, views=views)
-
-
-class Budget:
-    """Training wall time of a method, across its phases (warm start, then the recipe).
-
-    Ignite's :class:`~ignite.handlers.Timer` runs from fetching a batch to the end of its iteration,
-    so validation (run after the iteration) is not counted. Every ``eval_seconds`` of training time
-    (or every ``eval_steps`` optimizer steps, when given: the same points on any machine) the callback
-    validates; at ``seconds`` (or ``steps``) the engine terminates. :meth:`fraction` is the part of
-    the budget used so far (for schedules).
-    """
-
-    def __init__(self, seconds: float, steps: int, eval_seconds: float, validate: Any, eval_steps: int = 0) -> None:
-        self.seconds, self.steps, self.eval_seconds, self.validate = seconds, steps, eval_seconds, validate
-        self.eval_steps = eval_steps
-        self.offset, self.offset_steps = 0.0, 0
-        self.next_eval = eval_seconds
-        self._timer: Timer | None = None
-        self._engine: Engine | None = None
-
-    def fraction(self) -> float:
-        """The used part of the budget, in [0, 1]: of the time (or of the steps, when that budget is smaller)."""
-        elapsed = self.offset + (self._timer.value() if self._timer is not None else 0.0)
-        steps = self.offset_steps + (self._engine.state.iteration if self._engine is not None else 0)
-        by_time = elapsed / self.seconds if math.isfinite(self.seconds) else 0.0
-        by_steps = steps / self.steps if self.steps < 2**62 else 0.0
-        return min(1.0, max(by_time, by_steps))
-
-    def attach(self, engine: Engine, until_seconds: float | None = None) -> None:
-        timer = Timer(average=False)
-        timer.attach(engine, start=Events.STARTED, resume=Events.GET_BATCH_STARTED, pause=Events.ITERATION_COMPLETED)
-        self._timer, self._engine = timer, engine
-        limit = self.seconds if until_seconds is None else min(self.seconds, until_seconds)
-
-        def check(e: Engine) -> None:
-            elapsed, steps = self.offset + timer.value(), self.offset_steps + e.state.iteration
-            due = steps % self.eval_steps == 0 if self.eval_steps else elapsed >= self.next_eval
-            if due or elapsed >= self.seconds or steps >= self.steps:
-                self.validate(elapsed, steps)
-                while self.next_eval <= elapsed:
-                    self.next_eval += self.eval_seconds
-            if elapsed >= limit or steps >= self.steps:
-                e.terminate()
-
-        def close(e: Engine) -> None:
-            self.offset += timer.value()
-            self.offset_steps += e.state.iteration
-            self._timer = self._engine = None
-
-        engine.add_event_handler(Events.ITERATION_COMPLETED, check)
-        engine.add_event_handler(Events.COMPLETED, close)
-
-    @property
-    def exhausted(self) -> bool:
-        return self.offset >= self.seconds or self.offset_steps >= self.steps
-
-
-class ClassStats:
-    """Per true class: how many unlabeled predictions, their weight (mask) sum and their correct weight sum.
-
-    Accumulated on the device at every iteration from the loss's statistics record (no host
-    synchronisation), and snapshotted at every validation, so that the report can give per-class
-    mask rates and pseudo-label accuracies over any part of training.
-    """
-
-    def __init__(self, loss: ipl.PseudoLabelLoss, held_back: torch.Tensor, device: torch.device) -> None:
-        self.loss, self.held_back = loss, held_back.to(device)
-        self.counts = torch.zeros(3, NUM_CLASSES, device=device)
-        self.snapshots: list[torch.Tensor] = []
-
-    def __call__(self, engine: Engine) -> None:
-        stats = self.loss.criterion.stats
-        index = getattr(getattr(engine.state.batch, "unlabeled", None), "sample_index", None)
-        if stats is None or stats.weights is None or index is None:
-            return
-        truth = self.held_back[index.to(self.held_back.device)]
-        weights = stats.weights.float()
-        rows = torch.stack([torch.ones_like(weights), weights, weights * (stats.labels == truth)])
-        self.counts.index_add_(1, truth, rows)
-
-    def snapshot(self) -> None:
-        self.snapshots.append(self.counts.clone())
 
 
 class Run:
@@ -245,14 +123,7 @@ class Run:
         return (self.views.weak(x) if self.views is not None else x.to(self.device)), y.to(self.device)
 
     def _accuracy(self, split: str) -> float:
-        x, y = self.data[f"{split}_float"]
-        self.evaluated.eval()
-        correct = 0
-        with torch.no_grad():
-            for start in range(0, len(x), self.args.eval_batch_size):
-                logits = self.evaluated(x[start:start + self.args.eval_batch_size])
-                correct += int((logits.argmax(1) == y[start:start + self.args.eval_batch_size]).sum())
-        return correct / len(x)
+        return accuracy_of(self.evaluated, *self.data[f"{split}_float"], self.args.eval_batch_size)
 
     def _validate(self, seconds: float, steps: int) -> None:
         accuracy = self._accuracy("val")
@@ -308,8 +179,6 @@ class Run:
 
     def semi_supervised(self) -> None:
         args, data, method, device = self.args, self.data, self.method, self.device
-        plain, weak, strong = data["transforms"]
-        miner = None
         if method in ("online", "mined"):
             loss = ipl.PseudoLabelLoss(views=self.views)
             ramp = ipl.AlphaRamp(t1=0, t2=args.ramp_steps, alpha_f=3.0, granularity="iteration")
@@ -322,35 +191,14 @@ class Run:
         loss.attach(trainer, Events.ITERATION_COMPLETED(every=50))
         ramp.attach(trainer)
         self._common_handlers(trainer)
-        unlabeled_batch = args.mu * args.batch_size
-        if method == "mined":
-            # mines the normalised images; trains on them with the weak view (raw uint8 through the views on the
-            # fast path, per-image transforms otherwise)
-            miner = ipl.PseudoLabelMiner(copy.deepcopy(self.evaluated).eval(), data["x_u_float"], threshold=0.99,
-                                         device=device, batch_size=args.eval_batch_size, held_back_targets=data["y_u"],
-                                         train_dataset=None if self.views is not None else Images(data["x_u"], None,
-                                                                                                  weak))
+        train_data, miner = training_data(method, args, data, self.views, self.labeled(), self.evaluated,
+                                          self.generator, device)
+        if miner is not None:
             miner.attach(trainer, Events.STARTED)
-            raw = data["x_u"].unsqueeze(1).to(device)
-            pseudo_loader = (
-                DeviceBatches(raw, batch_size=unlabeled_batch, generator=self.generator).pseudo_loader_fn()
-                if self.views is not None else functools.partial(
-                    DataLoader, batch_size=unlabeled_batch, shuffle=True, generator=self.generator))
-            train_data: Any = ipl.SemiSupervisedLoader(self.labeled(), pseudo=miner.dataset, loader_fn=pseudo_loader)
-        elif self.views is not None:  # uint8 images on the device, views made there
-            unlabeled: Any = DeviceBatches(data["x_u"].unsqueeze(1).to(device), batch_size=unlabeled_batch,
-                                           drop_last=True, return_index=True, generator=self.generator)
-            train_data = ipl.SemiSupervisedLoader(self.labeled(), unlabeled=unlabeled)
-        else:
-            unlabeled = Images(data["x_u"], None, weak) if method == "online" \
-                else ipl.WeakStrongViews(data["x_u"].unsqueeze(1), weak, strong)  # (1, 28, 28) uint8 views
-            train_data = ipl.SemiSupervisedLoader(self.labeled(), unlabeled=DataLoader(
-                unlabeled, batch_size=unlabeled_batch, shuffle=True, generator=self.generator, drop_last=True,
-                num_workers=args.num_workers))
         if method in CONSISTENCY:
             rates: list[torch.Tensor] = []
             trainer.add_event_handler(Events.ITERATION_COMPLETED(every=50),
-                                      lambda e: rates.append(torch.stack([e.state.pseudo_mask_rate, _or_nan(
+                                      lambda e: rates.append(torch.stack([e.state.pseudo_mask_rate, or_nan(
                                           e.state.pseudo_accuracy, e.state.pseudo_mask_rate)]).detach()))
             self.extra["pseudo_stats"] = rates
             self.class_stats = ClassStats(loss, data["y_u"], device)
@@ -374,33 +222,41 @@ class Run:
             "minutes": round(self.budget.offset / 60, 2),
             "curve": self.curve,
         }
-        stats = self.extra.pop("pseudo_stats", None)
-        if stats:  # mask rate and pseudo-label accuracy every 50 steps, converted once at the end
-            rows = torch.stack(stats).tolist()
-            result["mask_rate"] = [round(r[0], 4) for r in rows]
-            result["pseudo_accuracy"] = [None if r[1] != r[1] else round(r[1], 4) for r in rows]
-        if self.class_stats is not None and self.class_stats.snapshots:
-            # per true class, cumulative at every validation: [predictions, weight sum, correct weight sum]
-            result["class_counts"] = [[[round(v, 2) for v in row] for row in snap.tolist()]
-                                      for snap in self.class_stats.snapshots]
+        result.update(pseudo_label_records(self.extra.pop("pseudo_stats", None), self.class_stats))
         result.update(self.extra)
         return result
 
 
-def make_optimizer(args: argparse.Namespace, model: nn.Module) -> torch.optim.Optimizer:
-    """Adam, or SGD with Nesterov momentum, weight decay on the weights but not on BatchNorm and biases (FixMatch)."""
-    lr = args.lr if args.lr is not None else (1e-3 if args.optimizer == "adam" else 0.03)
-    if args.optimizer == "adam":  # fused: one kernel for the update (about 50 ms a step less for Net on 2 CPU cores)
-        return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=args.weight_decay, fused=args.fused)
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
-    return torch.optim.SGD([{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay}], lr=lr,
-                           momentum=0.9, nesterov=True)
-
-
-def _or_nan(value: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
-    """``value``, or NaN on the device of ``like`` (mined rows have no online pseudo-label accuracy)."""
-    return torch.full_like(like, float("nan")) if value is None else value.to(like.dtype)
+def training_data(method: str, args: argparse.Namespace, data: dict[str, Any], views: Any, labeled: Any,
+                  evaluated: nn.Module, generator: torch.Generator, device: torch.device) -> tuple[Any, Any]:
+    """The recipe's training stream (labeled + unlabeled or mined batches) and, for ``mined``, its miner (to be
+    attached to the trainer at ``STARTED``, so that it mines with the warm-started model)."""
+    weak, strong = data["transforms"][1:]
+    miner = None
+    unlabeled_batch = args.mu * args.batch_size
+    if method == "mined":
+        # mines the normalised images; trains on them with the weak view (raw uint8 through the views on the
+        # fast path, per-image transforms otherwise)
+        miner = ipl.PseudoLabelMiner(copy.deepcopy(evaluated).eval(), data["x_u_float"], threshold=0.99,
+                                     device=device, batch_size=args.eval_batch_size, held_back_targets=data["y_u"],
+                                     train_dataset=None if views is not None else Images(data["x_u"], None, weak))
+        raw = data["x_u"].unsqueeze(1).to(device)
+        pseudo_loader = (
+            DeviceBatches(raw, batch_size=unlabeled_batch, generator=generator).pseudo_loader_fn()
+            if views is not None else functools.partial(
+                DataLoader, batch_size=unlabeled_batch, shuffle=True, generator=generator))
+        train_data: Any = ipl.SemiSupervisedLoader(labeled, pseudo=miner.dataset, loader_fn=pseudo_loader)
+    elif views is not None:  # uint8 images on the device, views made there
+        unlabeled: Any = DeviceBatches(data["x_u"].unsqueeze(1).to(device), batch_size=unlabeled_batch,
+                                       drop_last=True, return_index=True, generator=generator)
+        train_data = ipl.SemiSupervisedLoader(labeled, unlabeled=unlabeled)
+    else:
+        unlabeled = Images(data["x_u"], None, weak) if method == "online" \
+            else ipl.WeakStrongViews(data["x_u"].unsqueeze(1), weak, strong)  # (1, 28, 28) uint8 views
+        train_data = ipl.SemiSupervisedLoader(labeled, unlabeled=DataLoader(
+            unlabeled, batch_size=unlabeled_batch, shuffle=True, generator=generator, drop_last=True,
+            num_workers=args.num_workers))
+    return train_data, miner
 
 
 def run_seed(args: argparse.Namespace, seed: int, device: torch.device,
@@ -432,117 +288,6 @@ def run_seed(args: argparse.Namespace, seed: int, device: torch.device,
         print(f"seed {seed} {name:<12} test {result['test_accuracy']:.4f} (best val {result['best_val_accuracy']:.4f}"
               f" at {result['best_minutes']:.1f} min, {result['steps']} steps in {result['minutes']:.1f} min)",
               flush=True)
-
-
-def prepare(args: argparse.Namespace, seed: int, device: torch.device) -> dict[str, Any]:
-    train_x, train_y, test_x, test_y = data_cache(args)
-    split = ipl.class_balanced_split(train_y, args.per_class, args.per_class, seed=seed)
-    mean, std = STATS[args.dataset]
-
-    def normalised(x: torch.Tensor) -> torch.Tensor:  # evaluation inputs, once, on the device
-        return ((x.unsqueeze(1).float() / 255 - mean) / std).to(device)
-
-    return {
-        "x_l": train_x[split.labeled], "y_l": train_y[split.labeled],
-        "x_u": train_x[split.unlabeled], "y_u": train_y[split.unlabeled],
-        "val_float": (normalised(train_x[split.validation]), train_y[split.validation].to(device)),
-        "test_float": (normalised(test_x), test_y.to(device)),
-        "x_u_float": normalised(train_x[split.unlabeled]),
-        "transforms": transforms_for(args.dataset, args.strength),
-    }
-
-
-@functools.lru_cache(maxsize=1)
-def _load(dataset: str, data_root: str, cache: str) -> tuple[torch.Tensor, ...]:
-    return load_data(dataset, data_root, Path(cache))
-
-
-def data_cache(args: argparse.Namespace) -> tuple[torch.Tensor, ...]:
-    return _load(args.dataset, args.data_root, str(Path(args.out).parent / "data"))
-
-
-def _mean_se(values: list[float]) -> tuple[float, float]:
-    """Mean and standard error of the mean (0 for one value)."""
-    return statistics.mean(values), (statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0)
-
-
-def summarise(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
-    """Per method: mean, SD and SE of the test accuracy over seeds, and the paired difference from the
-    ``supervised`` control of the same seeds (mean, SE, and whether it is positive on every seed)."""
-    control = {r["seed"]: r for r in runs.get("supervised", [])}
-    summary = {}
-    for method, results in runs.items():
-        accs = [r["test_accuracy"] for r in results]
-        mean, se = _mean_se(accs)
-        row = {
-            "test_accuracy_mean": mean,
-            "test_accuracy_std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
-            "test_accuracy_se": se,
-            **_mean_std("final_test_accuracy", [r.get("final_test_accuracy") for r in results]),
-            "seeds": len(accs),
-            "minutes_mean": statistics.mean(r["minutes"] for r in results),
-            "steps_mean": statistics.mean(r["steps"] for r in results),
-        }
-        paired = [r["test_accuracy"] - control[r["seed"]]["test_accuracy"] for r in results if r["seed"] in control]
-        if method != "supervised" and paired:
-            diff, diff_se = _mean_se(paired)
-            row.update(minus_control_mean=diff, minus_control_se=diff_se, minus_control_per_seed=paired,
-                       above_control_on_every_seed=all(d > 0 for d in paired))
-        summary[method] = row
-    return summary
-
-
-def _mean_std(name: str, values: list[Any]) -> dict[str, float]:
-    """``{name_mean, name_std}`` of values recorded by every run (reports made before a field existed lack it)."""
-    if not values or any(v is None for v in values):
-        return {}
-    return {f"{name}_mean": statistics.mean(values),
-            f"{name}_std": statistics.stdev(values) if len(values) > 1 else 0.0}
-
-
-def plot(report: dict[str, Any], path: str) -> None:
-    """Test accuracy (validation accuracy when no test curve was recorded) against training minutes: a thin line
-    per seed and the mean over seeds per method; the end of the warm start as a dashed line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=110)
-    runs = report["runs"]
-    key = "test_accuracy" if all("test_accuracy" in p for rs in runs.values() for r in rs for p in r["curve"]) \
-        else "val_accuracy"
-    every: list[float] = []
-    for i, (method, results) in enumerate(runs.items()):
-        for r in results:
-            ax.plot([p["minutes"] for p in r["curve"]], [100 * p[key] for p in r["curve"]], color=f"C{i}",
-                    alpha=0.3, linewidth=0.8)
-            every += [100 * p[key] for p in r["curve"]]
-        length = min(len(r["curve"]) for r in results)
-        minutes = [statistics.mean(r["curve"][k]["minutes"] for r in results) for k in range(length)]
-        means = [100 * statistics.mean(r["curve"][k][key] for r in results) for k in range(length)]
-        s = report["summary"][method]
-        spread = f" ± {100 * s.get('test_accuracy_se', 0):.2f}" if len(results) > 1 else ""  # no SE from one run
-        ax.plot(minutes, means, color=f"C{i}", linewidth=2,
-                label=f"{method}: {100 * s['test_accuracy_mean']:.2f}{spread} % (n={len(results)})")
-    ax.plot([], [], color="grey", alpha=0.3, linewidth=0.8, label="thin lines: each seed; thick: the mean")
-    config = report["config"]
-    if config.get("warm_start_minutes"):
-        ax.axvline(config["warm_start_minutes"], color="grey", linestyle="--", linewidth=1,
-                   label=f"end of the recipes' warm start ({config['warm_start_minutes']:g} min)")
-        ax.text(config["warm_start_minutes"], ax.get_ylim()[0], " end of warm start", color="grey", fontsize=7,
-                va="bottom")
-    ax.set_xlabel("training minutes (evaluation time not counted)")
-    ax.set_ylabel(f"{key.replace('_', ' ')} (%)")
-    ax.set_title(f"{config['dataset']}, {10 * config['per_class']} labels, {config.get('model', 'net')} model; "
-                 "legend: best-validation model's test accuracy, mean ± SE over n seeds", fontsize=9)
-    if every:
-        ax.set_ylim(max(min(every), max(every) - 25) - 1, max(every) + 1)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -642,53 +387,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"curves: {args.plot}")
     print(f"\nwritten to {args.out}")
     return report
-
-
-def class_table(report: dict[str, Any]) -> dict[str, Any]:
-    """Per true class and method: the share of its unlabeled predictions used (their mean weight) and the accuracy
-    of the pseudo-labels used, over the second half of each run's validations (the counts between the snapshot at
-    the middle and the last one), pooled over the seeds. Printed as a table; returned as a dict."""
-    table: dict[str, Any] = {}
-    for method, runs in report["runs"].items():
-        pooled = None
-        for run in runs:
-            snapshots = run.get("class_counts")
-            if not snapshots:
-                continue
-            last, middle = torch.tensor(snapshots[-1]), torch.tensor(snapshots[len(snapshots) // 2])
-            counts = last - middle if len(snapshots) > 1 else last
-            pooled = counts if pooled is None else pooled + counts
-        if pooled is not None:
-            total, used, correct = pooled
-            table[method] = {"mask_rate": (used / total.clamp(min=1)).tolist(),
-                             "pseudo_label_accuracy": (correct / used.clamp(min=1e-9)).tolist()}
-    print(f"{'method':<13} {'':<9} " + " ".join(f"{c:>5}" for c in range(NUM_CLASSES)))
-    for method, row in table.items():
-        for name, key in (("mask", "mask_rate"), ("accuracy", "pseudo_label_accuracy")):
-            print(f"{method:<13} {name:<9} " + " ".join(f"{100 * v:>5.1f}" for v in row[key]))
-    return table
-
-
-def merge(paths: list[str], out: str, png: str) -> dict[str, Any]:
-    """One report from several (same dataset and protocol; the runs are concatenated per method)."""
-    if not out:
-        raise SystemExit("--merge needs --out")
-    reports = [json.loads(Path(path).read_text()) for path in paths]
-    runs: dict[str, list[dict[str, Any]]] = {}
-    for report in reports:
-        for method, results in report["runs"].items():
-            if results:  # a report of an interrupted run lists the methods it did not reach, with no runs
-                runs.setdefault(method, []).extend(results)
-    merged = {**reports[0], "command": [r["command"] for r in reports], "merged_from": paths,
-              "summary": summarise(runs), "runs": runs}
-    merged["config"] = {**reports[0]["config"], "seeds": sorted({r["seed"] for rs in runs.values() for r in rs})}
-    common.write_json(out, merged)
-    if png:
-        plot(merged, png)
-    for method, s in merged["summary"].items():
-        print(f"{method:<13} {100 * s['test_accuracy_mean']:>8.2f} +- {100 * s['test_accuracy_std']:.2f} % "
-              f"({s['seeds']} seeds)")
-    return merged
 
 
 def write(args: argparse.Namespace, runs: dict[str, list[dict[str, Any]]], device: torch.device) -> dict[str, Any]:

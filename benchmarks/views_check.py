@@ -44,7 +44,7 @@ from torch.utils.data import DataLoader
 
 import ignite_pseudolabel as ipl
 from benchmarks import common
-from benchmarks.accuracy import batch_views_for, transforms_for
+from benchmarks.accuracy_parts import batch_views_for, transforms_for
 from examples.mnist import DATASETS, STATS, Images, Net, load_data
 from ignite_pseudolabel.augment import MAX_MAGNITUDE as MAX_BIN
 from ignite_pseudolabel.device_data import DeviceBatches
