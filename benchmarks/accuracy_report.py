@@ -94,7 +94,7 @@ def plot(report: dict[str, Any], path: str) -> None:
     ax.set_xlabel("training minutes (evaluation time not counted)")
     ax.set_ylabel(f"{key.replace('_', ' ')} (%)")
     ax.set_title(f"{config['dataset']}, {10 * config['per_class']} labels, {config.get('model', 'net')} model; "
-                 "legend: best-validation model's test accuracy, mean ± SE over n seeds", fontsize=9)
+                 "legend: the best-validation model's test accuracy, mean ± SE", fontsize=9)
     if every:
         ax.set_ylim(max(min(every), max(every) - 25) - 1, max(every) + 1)
     ax.grid(alpha=0.3)
