@@ -91,7 +91,7 @@ class Run:
         torch.manual_seed(seed)
         self.generator = torch.Generator().manual_seed(seed)
         self.model = MODELS[args.model]().to(device)
-        if args.channels_last:  # NHWC convolutions (faster for BNNet on CPU); 1-channel inputs are NHWC already
+        if args.channels_last:  # NHWC convolutions; 1-channel inputs are NHWC already
             self.model = self.model.to(memory_format=torch.channels_last)
         if args.draw_offset:  # a null control: other random draws (views, dropout), the same split, weights, shuffles
             torch.manual_seed(seed + args.draw_offset)
