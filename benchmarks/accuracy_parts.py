@@ -60,8 +60,14 @@ def batch_views_for(dataset: str, strength: str, views: str) -> Any:
 
 
 def recipe_loss(method: str, args: argparse.Namespace, num_unlabeled: int, teacher: nn.Module | None,
-                held_back: torch.Tensor, views: Any) -> ipl.PseudoLabelLoss:
-    """The :class:`PseudoLabelLoss` of a consistency method: its parts, one object per slot."""
+                held_back: torch.Tensor, views: Any, model: nn.Module | None = None) -> ipl.PseudoLabelLoss:
+    """The :class:`PseudoLabelLoss` of a consistency method: its parts, one object per slot.
+
+    With ``--weak-forward no-grad`` a method whose pseudo-labels come from the trained model itself
+    gets ``teacher=model``: the weak views go through the model in a forward of their own, without
+    gradients, instead of in the training forward (the same pseudo-labels and gradients for a model
+    without BatchNorm, whose normalisation would see the weak rows apart; no backward through them).
+    """
     c = NUM_CLASSES
     parts = {
         "fixmatch": lambda: {"threshold": args.tau},
@@ -75,6 +81,8 @@ def recipe_loss(method: str, args: argparse.Namespace, num_unlabeled: int, teach
         "adamatch": lambda: {"threshold": RelativeThreshold(args.relative_tau),
                              "alignment": ipl.DistributionAlignment(c)},
     }[method]()
+    if getattr(args, "weak_forward", "joint") == "no-grad" and "teacher" not in parts:
+        parts["teacher"] = model
     return ipl.PseudoLabelLoss(**parts, held_back_targets=held_back, views=views)
 
 

@@ -8,6 +8,8 @@ them as modules from the repository root, ``python -m benchmarks.<script>``.
   :func:`make_model` builds either.
 * :func:`sync`, :func:`timed`: wall time of a callable, with a device synchronisation at the end of
   the timed region on CUDA.
+* :func:`bf16_autocast_default`, :func:`run_engine`, ``POOL``: what the train-step benchmarks share.
+* :func:`soft`: a call whose failure is recorded instead of raised (the GPU check's sections).
 * :func:`environment`: versions, device name, thread count, git commit, command line.
 * :func:`write_json`, :func:`print_table`, :func:`default_out`.
 * :func:`argument_parser`, :func:`add_run_arguments`, :func:`require_positive`: the command line the
@@ -17,7 +19,9 @@ them as modules from the repository root, ``python -m benchmarks.<script>``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
+import gc
 import json
 import os
 import platform
@@ -26,11 +30,13 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+import traceback
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from ignite.engine import Engine
 from torch import nn
 
 from examples.mnist import Net
@@ -57,6 +63,7 @@ class TinyNet(nn.Module):
 
 
 MODELS = ("net", "tiny")
+POOL = 8  # distinct pre-built batches per stream of the train-step benchmarks, reused round-robin
 
 
 def make_model(name: str, image_size: int = 28, num_classes: int = 10) -> nn.Module:
@@ -114,6 +121,37 @@ def median(values: Sequence[float]) -> float:
 
 
 # ----------------------------------------------------------------------------------------- environment
+@contextlib.contextmanager
+def bf16_autocast_default(enabled: bool) -> Iterator[None]:
+    """Makes ``torch.autocast("cuda")`` without a dtype (Ignite's ``amp_mode="amp"``) use bfloat16."""
+    if not enabled:
+        yield
+        return
+    previous = torch.get_autocast_dtype("cuda")
+    torch.set_autocast_dtype("cuda", torch.bfloat16)
+    try:
+        yield
+    finally:
+        torch.set_autocast_dtype("cuda", previous)
+
+
+def run_engine(engine: Engine, data: Any) -> None:
+    """One epoch of ``engine`` over ``data`` (the timed unit of the train-step benchmarks)."""
+    engine.run(data, max_epochs=1)
+
+
+def soft(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)``, or ``{"error": ...}`` if it raises: one failure must not lose the rest."""
+    try:
+        return fn(*args, **kwargs)
+    except Exception as e:  # noqa: BLE001 - fail soft by design
+        return {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()[-3000:]}
+    finally:
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
 def device_name(device: torch.device | str) -> str:
     """``torch.cuda.get_device_name`` on CUDA, else the processor and torch's thread count."""
     device = torch.device(device)

@@ -23,7 +23,7 @@ Runs, on the tutorial's ``Net`` (1x28x28 inputs) and a torchvision ResNet-18 (``
   ``BatchViews``), against the model alone on the same rows, fp32 and bf16 autocast; the views of one
   unlabeled batch alone, both ways. Targets: batched views >= 5x faster than per-image, the batched
   iteration <= 1.15x the model alone, views < 10 % of the iteration. Reuses
-  ``bench_train_step.measure_fixmatch``; the ``sync`` section checks the batched step too. Its per-image
+  ``fixmatch_step.measure_fixmatch``; the ``sync`` section checks the batched step too. Its per-image
   parts run on the host: about a minute in all, estimated from their CPU timings (not yet run on a GPU).
 * ``mining``: ``PseudoLabelMiner`` fp32 vs ``amp_dtype=torch.bfloat16`` (and ``non_blocking=True``)
   against the plain inference loop in the same precision: images/s, peak memory, the ratio
@@ -50,37 +50,23 @@ and a summary on stdout.
 from __future__ import annotations
 
 import argparse
-import gc
 import os
 import sys
 import time
-import traceback
 from contextlib import nullcontext
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Callable
 
 import torch
-from ignite.engine import Events, create_supervised_trainer
 from torch import nn
 from torch.utils.data import DataLoader
 
-from benchmarks import bench_mining, bench_train_step, common
-from ignite_pseudolabel import PseudoLabelLoss, PseudoLabelMiner, SemiSupervisedLoader
+from benchmarks import bench_mining, bench_train_step, common, fixmatch_step
+from benchmarks.sync_check import MODELS, section_sync
+from ignite_pseudolabel import PseudoLabelMiner
 
 SECTIONS = ("sync", "train", "fixmatch", "mining", "scaling")
-
-
-def resnet18() -> nn.Module:
-    import torchvision
-
-    return torchvision.models.resnet18(num_classes=10)
-
-
-MODELS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
-    "net": (lambda: common.Net(), (1, 28, 28)),
-    "resnet18": (resnet18, (3, 32, 32)),
-}
 
 
 def sizes(smoke: bool) -> SimpleNamespace:
@@ -95,162 +81,8 @@ def sizes(smoke: bool) -> SimpleNamespace:
                            mining_repeats=3, scaling_model="net", scaling_sizes=[58000, 116000])
 
 
-def soft(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """``fn(*args, **kwargs)``, or ``{"error": ...}`` if it raises: one failure must not lose the rest."""
-    try:
-        return fn(*args, **kwargs)
-    except Exception as e:  # noqa: BLE001 - fail soft by design
-        return {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()[-3000:]}
-    finally:
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-
-
 def autocast(device: torch.device, dtype: torch.dtype | None) -> Any:
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
-
-
-# ----------------------------------------------------------------------------------------------- sync
-def _sync_error(fn: Callable[[], None], device: torch.device) -> str | None:
-    """Runs ``fn`` with CUDA sync debug mode "error"; the error message if it synchronised."""
-    torch.cuda.synchronize(device)
-    torch.cuda.set_sync_debug_mode("error")
-    try:
-        fn()
-    except RuntimeError as e:
-        return str(e).splitlines()[0][:400]
-    finally:
-        torch.cuda.set_sync_debug_mode("default")
-    torch.cuda.synchronize(device)
-    return None
-
-
-def _semi_trainer(model: nn.Module, device: torch.device, *, amp: bool, threshold: float | None = None,
-                  non_blocking: bool = False) -> Any:
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    loss = PseudoLabelLoss(threshold=threshold, alpha=3.0)
-    trainer = create_supervised_trainer(model, optimizer, loss, device=device, non_blocking=non_blocking,
-                                        prepare_batch=loss.prepare_batch, amp_mode="amp" if amp else None,
-                                        output_transform=lambda x, y, y_pred, loss: loss.detach())
-    loss.attach(trainer)
-    return trainer
-
-
-def _batches(shape: tuple[int, ...], n: int, k: int, device: torch.device, pinned: bool = False,
-             labeled: bool = True) -> list:
-    g = torch.Generator().manual_seed(k + n)
-    out = []
-    for _ in range(k):
-        x = torch.randn(n, *shape, generator=g)
-        y = torch.randint(0, 10, (n,), generator=g)
-        if pinned:
-            x, y = x.pin_memory(), y.pin_memory()
-        else:
-            x, y = x.to(device), y.to(device)
-        out.append((x, y) if labeled else x)
-    return out
-
-
-def sync_component(kind: str, model_name: str, device: torch.device, sz: SimpleNamespace, *, amp: bool = False,
-                   threshold: float | None = None, pinned: bool = False, miner_non_blocking: bool = True,
-                   amp_dtype: torch.dtype | None = None) -> dict[str, Any]:
-    factory, shape = MODELS[model_name]
-    common.seed_everything(0)
-    model = factory().to(device)
-    k, bl, bu = sz.sync_iterations, sz.labeled_batch, sz.unlabeled_batch
-    data: Any
-    if kind == "semi":
-        trainer = _semi_trainer(model, device, amp=amp, threshold=threshold, non_blocking=pinned)
-        labeled = _batches(shape, bl, k, device, pinned)
-        unlabeled = _batches(shape, bu, k, device, pinned, labeled=False)
-        data = SemiSupervisedLoader(labeled, unlabeled=unlabeled)
-
-        def run() -> None:
-            trainer.run(data, max_epochs=1)
-    elif kind == "supervised":
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-        trainer = create_supervised_trainer(model, optimizer, nn.CrossEntropyLoss(), device=device,
-                                            amp_mode="amp" if amp else None,
-                                            output_transform=lambda x, y, y_pred, loss: loss.detach())
-        data = _batches(shape, bl + bu, k, device)
-
-        def run() -> None:
-            trainer.run(data, max_epochs=1)
-    elif kind == "fixmatch_batched":  # device-resident uint8 images, views made on the GPU by BatchViews
-        from ignite_pseudolabel.batch_views import BatchViews
-        from ignite_pseudolabel.device_data import DeviceBatches
-
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-        views = BatchViews("digits", mean=(0.1307,), std=(0.3081,), strength="fixmatch", backend="kornia")
-        loss = PseudoLabelLoss(0.95, alpha=1.0, views=views)
-        trainer = create_supervised_trainer(model, optimizer, loss, device=device, prepare_batch=loss.prepare_batch,
-                                            amp_mode="amp" if amp else None,
-                                            output_transform=lambda x, y, y_pred, loss: loss.detach())
-        loss.attach(trainer)
-        images, labels = bench_train_step.digit_images(4 * k * (bl + bu), 0)
-        labeled_data = DeviceBatches(images[:k * bl].to(device), labels[:k * bl].to(device), batch_size=bl)
-        unlabeled_data = DeviceBatches(images[k * bl:].to(device), batch_size=bu, return_index=True)
-        data = SemiSupervisedLoader(labeled_data, unlabeled=unlabeled_data, seed=0)
-
-        def run() -> None:
-            trainer.run(data, max_epochs=1)
-    elif kind == "tutorial":
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-        step = bench_train_step.tutorial_step_runner(model, optimizer, 3.0, amp, device)
-        labeled = _batches(shape, bl, k, device)
-        unlabeled = _batches(shape, bu, k, device, labeled=False)
-
-        def run() -> None:
-            step(labeled, unlabeled)
-    elif kind == "miner":
-        data = torch.randn(k * sz.mining_batch, *shape, generator=torch.Generator().manual_seed(0))
-        miner = PseudoLabelMiner(model, data, threshold=0.5, batch_size=sz.mining_batch,
-                                 non_blocking=miner_non_blocking, amp_dtype=amp_dtype)
-        # Only the per-batch step is checked: the selection at the end of the round synchronises once.
-        miner.engine.add_event_handler(Events.ITERATION_STARTED, lambda _: torch.cuda.set_sync_debug_mode("error"))
-        miner.engine.add_event_handler(Events.ITERATION_COMPLETED,
-                                       lambda _: torch.cuda.set_sync_debug_mode("default"))
-
-        def run() -> None:
-            miner.run()
-    else:
-        raise ValueError(kind)
-    with bench_train_step.bf16_autocast_default(amp):
-        run()  # warm-up outside the check: first-call initialisation may synchronise
-        error = _sync_error(run, device)
-    return {"passed": error is None, "sync_error": error}
-
-
-def section_sync(device: torch.device, sz: SimpleNamespace) -> dict[str, Any]:
-    if device.type != "cuda":
-        return {"skipped": "CUDA-only: torch.cuda.set_sync_debug_mode needs a CUDA device"}
-    components: dict[str, tuple[str, dict[str, Any], str]] = {
-        "semi_step_fp32[net]": ("net", {"kind": "semi"}, "pass"),
-        "semi_step_bf16[net]": ("net", {"kind": "semi", "amp": True}, "pass"),
-        "semi_step_threshold0.95[net]": ("net", {"kind": "semi", "threshold": 0.95}, "pass"),
-        "semi_step_pinned_host_non_blocking[net]": ("net", {"kind": "semi", "pinned": True}, "pass"),
-        "semi_step_fp32[resnet18]": ("resnet18", {"kind": "semi"}, "pass"),
-        "semi_step_bf16[resnet18]": ("resnet18", {"kind": "semi", "amp": True}, "pass"),
-        "fixmatch_batched_views_fp32[net]": ("net", {"kind": "fixmatch_batched"}, "pass"),
-        "fixmatch_batched_views_bf16[net]": ("net", {"kind": "fixmatch_batched", "amp": True}, "pass"),
-        "miner_batch_non_blocking_fp32[net]": ("net", {"kind": "miner"}, "pass"),
-        "miner_batch_non_blocking_bf16[net]": ("net", {"kind": "miner", "amp_dtype": torch.bfloat16}, "pass"),
-        "miner_batch_non_blocking_fp32[resnet18]": ("resnet18", {"kind": "miner"}, "pass"),
-        "reference_supervised_step[net]": ("net", {"kind": "supervised"}, "pass"),
-        "reference_tutorial_step[net]": ("net", {"kind": "tutorial"}, "fail"),
-        "reference_miner_blocking_copy[net]": ("net", {"kind": "miner", "miner_non_blocking": False}, "fail"),
-    }
-    out: dict[str, Any] = {}
-    for name, (model_name, kwargs, expected) in components.items():
-        result = soft(sync_component, model_name=model_name, device=device, sz=sz, **kwargs)
-        result["expected"] = expected
-        if "passed" in result:
-            result["as_expected"] = result["passed"] == (expected == "pass")
-        out[name] = result
-        status = "error" if "error" in result else ("pass" if result["passed"] else "FAIL")
-        print(f"  sync {name:45s} {status:5s} (expected {expected})", flush=True)
-    return out
 
 
 # ---------------------------------------------------------------------------------------------- train
@@ -275,7 +107,7 @@ def section_train(device: torch.device, sz: SimpleNamespace) -> dict[str, Any]:
             args = SimpleNamespace(labeled_batch=labeled_batch, unlabeled_batch=unlabeled_batch,
                                    iterations=sz.iterations, repeats=sz.repeats, warmup=sz.warmup, alpha=3.0,
                                    threshold=None, seed=0, model=model_name)
-            out[key] = soft(train_one, args, device, amp, factory, shape, model_name)
+            out[key] = common.soft(train_one, args, device, amp, factory, shape, model_name)
     return out
 
 
@@ -288,7 +120,7 @@ def section_fixmatch(device: torch.device, sz: SimpleNamespace) -> dict[str, Any
             out[key] = {"skipped": "CUDA-only: create_supervised_trainer(amp_mode='amp') autocasts on CUDA"}
             continue
         args = SimpleNamespace(**sz.fixmatch, threshold=None, seed=0, model="net", strength="fixmatch")
-        out[key] = soft(bench_train_step.measure_fixmatch, args, device, amp, common.Net())
+        out[key] = common.soft(fixmatch_step.measure_fixmatch, args, device, amp, common.Net())
     return out
 
 
@@ -352,7 +184,7 @@ def section_mining(device: torch.device, sz: SimpleNamespace) -> dict[str, Any]:
     for model_name in MODELS:
         for dtype in (None, torch.bfloat16):
             key = f"{model_name}_{'bf16' if dtype else 'fp32'}"
-            out[key] = soft(mining_one, model_name, device, sz, dtype)
+            out[key] = common.soft(mining_one, model_name, device, sz, dtype)
             r = out[key]
             if "error" in r:
                 print(f"  mining {key}: {r['error']}", flush=True)
@@ -396,7 +228,7 @@ def section_scaling(device: torch.device, sz: SimpleNamespace) -> dict[str, Any]
     rows = []
     for n in sz.scaling_sizes:
         for method in ("tutorial", "ours"):
-            row = soft(scaling_one, method, n, device, sz)
+            row = common.soft(scaling_one, method, n, device, sz)
             row.setdefault("method", method)
             row.setdefault("n", n)
             rows.append(row)
@@ -475,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     sz = sizes(args.cpu_smoke)
     report: dict[str, Any] = {"benchmark": "gpu_check", "cpu_smoke": args.cpu_smoke, "sizes": vars(sz),
-                              "environment": soft(common.environment, device), "sections": {},
+                              "environment": common.soft(common.environment, device), "sections": {},
                               "section_seconds": {}}
     if device.type == "cuda":
         report["environment"]["tf32"] = {"matmul": torch.backends.cuda.matmul.allow_tf32,
@@ -492,12 +324,12 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"[{name}] at {elapsed:.0f} s", flush=True)
             t0 = time.perf_counter()
-            report["sections"][name] = soft(functions[name], device, sz)
+            report["sections"][name] = common.soft(functions[name], device, sz)
             report["section_seconds"][name] = time.perf_counter() - t0
         common.write_json(out, report)
     report["total_seconds"] = time.perf_counter() - start
     common.write_json(out, report)
-    soft(summary, report)
+    common.soft(summary, report)
     print(f"\ntotal {report['total_seconds']:.0f} s; written: {out}")
     return 0
 

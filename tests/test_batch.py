@@ -49,7 +49,7 @@ def test_views_become_weak_then_strong_rows_and_a_teacher_replaces_the_weak_rows
     views = Views(torch.zeros(4, 3), torch.full((4, 3), 2.0), torch.arange(4))
     x, target = prepare_semi_supervised_batch(SemiSupervisedBatch(labeled, unlabeled=views))
     assert x[:, 0].tolist() == [1, 1, 0, 0, 0, 0, 2, 2, 2, 2]
-    assert target.views == 2 and target.teacher_logits is None and target.sample_index.tolist() == [0, 1, 2, 3]
+    assert target.num_views == 2 and target.teacher_logits is None and target.sample_index.tolist() == [0, 1, 2, 3]
 
     seen = []
 
@@ -59,7 +59,7 @@ def test_views_become_weak_then_strong_rows_and_a_teacher_replaces_the_weak_rows
 
     x, target = prepare_semi_supervised_batch(SemiSupervisedBatch(labeled, unlabeled=views), teacher=teacher)
     assert x[:, 0].tolist() == [1, 1, 2, 2, 2, 2]  # the student's (strong) rows only
-    assert target.views == 1 and target.teacher_logits.shape == (4, 5)
+    assert target.num_views == 1 and target.teacher_logits.shape == (4, 5)
     assert seen[0][0].eq(0).all() and seen[0][1] is False  # the teacher saw the weak view, without gradients
 
 
@@ -90,7 +90,7 @@ def test_non_finite_unlabeled_samples_are_zeroed_and_marked_invalid_in_every_mod
     views = Views(_corrupt(rows=(0,), value=math.inf), _corrupt(rows=(2,), value=-math.inf), torch.arange(4))
     x, target = prepare_semi_supervised_batch(SemiSupervisedBatch(lab, unlabeled=views))
     assert torch.isfinite(x).all() and x[2].eq(0).all() and x[6 + 2].eq(0).all() and x[6].eq(2).all()
-    assert target.views == 2 and target.unlabeled_valid.tolist() == [False, True, False, True]
+    assert target.num_views == 2 and target.unlabeled_valid.tolist() == [False, True, False, True]
     # A teacher sees the zeroed weak view.
     seen = []
     x, target = prepare_semi_supervised_batch(SemiSupervisedBatch(lab, unlabeled=views),
@@ -147,6 +147,20 @@ def test_views_made_in_prepare_batch_accept_one_element_batches_and_zero_non_fin
     raw = torch.tensor([[1, 2, 3], [0, 0, 0]], dtype=torch.uint8)
     x, target = prepare_semi_supervised_batch(SemiSupervisedBatch(lab, unlabeled=[raw]), views=Flip())
     assert x.shape == (6, 3) and torch.isfinite(x).all()  # the strong view of every sample was +-inf or NaN
-    assert target.views == 2 and target.unlabeled_valid.tolist() == [False, False]
+    assert target.num_views == 2 and target.unlabeled_valid.tolist() == [False, False]
     with pytest.raises(TypeError, match="unlabeled batch should hold inputs only, but given a list of 2"):
         prepare_semi_supervised_batch(SemiSupervisedBatch(lab, unlabeled=[raw, raw]), views=Flip())
+
+
+def test_the_names_renamed_in_0_3_still_work_with_a_deprecation_warning():
+    target = SemiSupervisedTarget(torch.tensor([0, 1]), num_views=2, held_back_targets=torch.tensor([3]))
+    with pytest.warns(DeprecationWarning, match=r"SemiSupervisedTarget.views is deprecated .* use num_views"):
+        assert target.views == 2
+    with pytest.warns(DeprecationWarning, match="use held_back_targets"):
+        assert target.unlabeled_targets.tolist() == [3]
+    with pytest.warns(DeprecationWarning, match=r"SemiSupervisedTarget\(views=...\) is deprecated"):
+        old = SemiSupervisedTarget(torch.tensor([0, 1]), views=1, unlabeled_targets=torch.tensor([4]))
+    assert old.num_views == 1 and old.held_back_targets.tolist() == [4]
+    with pytest.warns(DeprecationWarning, match="use held_back_targets"):
+        old = old._replace(unlabeled_targets=torch.tensor([5]))
+    assert old.held_back_targets.tolist() == [5]

@@ -555,7 +555,7 @@ def test_prepare_batch_makes_the_views_on_the_device_and_keeps_the_positions(bac
     inputs, target = prepare_semi_supervised_batch(SemiSupervisedBatch(labeled, unlabeled=raw), device="cpu",
                                                    views=views)
     assert inputs.shape == (2 + 3 + 3, 1, 28, 28) and inputs.dtype == torch.float32
-    assert target.views == 2 and target.sample_index.tolist() == [7, 8, 9] and target.labels.tolist() == [0, 1]
+    assert target.num_views == 2 and target.sample_index.tolist() == [7, 8, 9] and target.labels.tolist() == [0, 1]
     # labeled rows get the weak view of raw uint8 inputs; float inputs are used as they are
     floats = (torch.ones(2, 1, 28, 28), torch.tensor([0, 1]))
     inputs, target = prepare_semi_supervised_batch(SemiSupervisedBatch(floats, unlabeled=raw), views=views)

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 pytestmark = pytest.mark.example
 
@@ -187,3 +188,43 @@ def test_compare_runs_pairs_seeds_and_steps(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "benchmarks.compare_runs", a, b], cwd=ROOT, capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode != 0 and "not evaluated at the same steps" in proc.stderr
+
+
+@pytest.mark.parametrize("method", ["fixmatch", "softmatch"])
+def test_accuracy_weak_forward_no_grad_gives_the_joint_forwards_update_without_batchnorm(method):
+    """--weak-forward no-grad: teacher=model, the weak views in a forward of their own; for a model without
+    BatchNorm or dropout the update equals the joint forward's (FixMatch's), while fixmatch-ema keeps its teacher."""
+    from types import SimpleNamespace
+
+    from ignite.engine import create_supervised_trainer
+    from torch import nn
+
+    from benchmarks.accuracy_parts import recipe_loss
+    from ignite_pseudolabel import AlphaRamp, SemiSupervisedBatch, Views
+
+    g = torch.Generator().manual_seed(0)
+    x_l, y_l = torch.randn(4, 1, 6, 6, generator=g), torch.tensor([0, 1, 2, 3])
+    weak = torch.randn(6, 1, 6, 6, generator=g) * 3
+    views = Views(weak, weak + 0.3 * torch.randn(6, 1, 6, 6, generator=g), torch.arange(6))
+    batch = SemiSupervisedBatch((x_l, y_l), unlabeled=views)
+    held_back = torch.randint(0, 10, (6,), generator=g)
+    updated = {}
+    for weak_forward in ("joint", "no-grad"):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Flatten(), nn.Linear(36, 10))
+        args = SimpleNamespace(tau=0.0, weak_forward=weak_forward)
+        loss = recipe_loss(method, args, 6, None, held_back, None, model)
+        assert loss.teacher is (model if weak_forward == "no-grad" else None)
+        trainer = create_supervised_trainer(model, torch.optim.SGD(model.parameters(), lr=0.5), loss,
+                                            prepare_batch=loss.prepare_batch)
+        loss.attach(trainer)
+        AlphaRamp(t1=0, t2=0, alpha_f=1.0, granularity="iteration").attach(trainer)
+        trainer.run([batch], max_epochs=1)
+        assert float(trainer.state.pseudo_loss) > 0 and float(trainer.state.pseudo_mask_rate) > 0  # it took part
+        updated[weak_forward] = [p.detach().clone() for p in model.parameters()]
+    for joint, no_grad in zip(updated["joint"], updated["no-grad"]):
+        torch.testing.assert_close(joint, no_grad, rtol=1e-5, atol=1e-6)
+    teacher = nn.Linear(36, 10)
+    ema_loss = recipe_loss("fixmatch-ema", SimpleNamespace(tau=0.95, weak_forward="no-grad"), 6, teacher, held_back,
+                           None, nn.Linear(36, 10))
+    assert ema_loss.teacher is teacher

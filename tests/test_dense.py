@@ -95,7 +95,7 @@ def test_weak_and_strong_views_share_the_geometry_and_masks_follow_it():
         moved += int((~valid).sum() > 0)
     assert moved > 0  # the geometry did move pixels
     plain = DenseWeakStrongViews(images, None, v2.ColorJitter(0.5), v2.ToDtype(torch.float32, scale=True))[0]
-    assert plain.valid.all() and plain.held_back.numel() == 0 and plain.weak.dtype == torch.float32
+    assert plain.valid.all() and plain.held_back_targets.numel() == 0 and plain.weak.dtype == torch.float32
 
 
 def test_dense_views_argument_validation():
@@ -152,7 +152,7 @@ def test_cutmix_mixes_images_pseudo_labels_valid_and_held_back_masks_alike():
     moved = (student != batch.unlabeled.strong).any(1)  # inside a box (where the partner's pixel differs)
     partner = torch.roll(torch.arange(6), -1)
     assert torch.equal(target.unlabeled_valid[moved], batch.unlabeled.valid[partner][moved])
-    assert torch.equal(target.unlabeled_targets[moved], batch.unlabeled.held_back[partner][moved])
+    assert torch.equal(target.held_back_targets[moved], batch.unlabeled.held_back_targets[partner][moved])
     assert torch.equal(target.unlabeled_valid[~moved], batch.unlabeled.valid[~moved])
     assert torch.equal(x[:2], batch.labeled[0])  # the labeled rows are never mixed
 
@@ -256,7 +256,7 @@ def test_miner_mines_label_maps_and_the_loss_uses_them():
     truth = torch.randint(0, 3, (6, 5, 5))
     images = truth.float().unsqueeze(1) / 2 + 0.2 * torch.randn(6, 1, 5, 5)
     images[4] = 0.25  # halfway between classes 0 and 1 everywhere: no confident pixel
-    miner = PseudoLabelMiner(PixelModel(), images, threshold=0.9, true_labels=truth, batch_size=4)
+    miner = PseudoLabelMiner(PixelModel(), images, threshold=0.9, held_back_targets=truth, batch_size=4)
     pseudo = miner.run()
     assert 4 not in miner.indices.tolist() and len(pseudo) == 5
     maps = miner.labels

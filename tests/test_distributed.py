@@ -48,7 +48,7 @@ def mining_data():
 
 def mine(grow=False):
     miner = PseudoLabelMiner(mining_model(), mining_data(), threshold=0.5, batch_size=8, max_per_class=20,
-                             true_labels=torch.arange(101) % 3, grow=grow)
+                             held_back_targets=torch.arange(101) % 3, grow=grow)
     miner.run()
     return miner
 

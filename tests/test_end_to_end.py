@@ -71,7 +71,7 @@ def run(method, mnist5k, seed=0, epochs=100):
         trainer = create_supervised_trainer(model, optimizer, loss, prepare_batch=loss.prepare_batch)
         loss.attach(trainer)
         AlphaRamp(t1=10, t2=50, alpha_f=3.0).attach(trainer)
-        miner = PseudoLabelMiner(model, x[unlabeled_idx], threshold=0.95, true_labels=y[unlabeled_idx],
+        miner = PseudoLabelMiner(model, x[unlabeled_idx], threshold=0.95, held_back_targets=y[unlabeled_idx],
                                  train_dataset=Images(x[unlabeled_idx], augment=True))
         miner.attach(trainer, Events.EPOCH_COMPLETED(every=10))
         data = SemiSupervisedLoader(labeled, pseudo=miner.dataset, loader_fn=functools.partial(

@@ -96,7 +96,7 @@ def test_both_modes_learn_from_unlabeled_data_with_the_stock_trainer(mode):
     if mode == "online":
         data = SemiSupervisedLoader(labeled, unlabeled=DataLoader(x[6:], batch_size=64, shuffle=True))
     else:
-        miner = PseudoLabelMiner(model, x[6:], threshold=0.9, true_labels=y[6:])
+        miner = PseudoLabelMiner(model, x[6:], threshold=0.9, held_back_targets=y[6:])
         miner.attach(trainer, Events.EPOCH_COMPLETED(every=20))
         data = SemiSupervisedLoader(labeled, pseudo=miner.dataset,
                                     loader_fn=functools.partial(DataLoader, batch_size=64, shuffle=True))
@@ -204,7 +204,7 @@ def test_dense_segmentation_with_per_pixel_pseudo_labels():
     trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: rates.append(e.state.pseudo_mask_rate.item()))
     trainer.run(data, max_epochs=60)
     x, target = loss.prepare_batch(next(iter(data)))
-    assert isinstance(next(iter(data)).unlabeled, Views) and target.views == 2
+    assert isinstance(next(iter(data)).unlabeled, Views) and target.num_views == 2
     assert 0 < rates[-1] < 1 or rates[-1] == 1.0  # a per-pixel mask rate
     assert any(0 < r < 1 for r in rates)  # some pixels used, some not: per-element masking
     with torch.no_grad():

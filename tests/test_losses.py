@@ -195,7 +195,7 @@ def views_batch(n_l=2, n_u=3, dim=4):
 def test_prepare_puts_labeled_weak_then_strong_rows():
     batch = views_batch()
     x, target = PseudoLabelLoss(alpha=1.0).prepare_batch(batch)
-    assert x.shape == (8, 4) and target.views == 2 and target.sample_index.tolist() == [10, 11, 12]
+    assert x.shape == (8, 4) and target.num_views == 2 and target.sample_index.tolist() == [10, 11, 12]
     assert torch.equal(x[2:5], batch.unlabeled.weak) and torch.equal(x[5:], batch.unlabeled.strong)
 
 
@@ -218,7 +218,7 @@ def test_teacher_predicts_the_weak_view_and_only_strong_goes_through_the_student
     batch = views_batch()
     loss_fn = PseudoLabelLoss(alpha=1.0, teacher=teacher)
     x, target = loss_fn.prepare_batch(batch)
-    assert x.shape == (5, 4) and target.views == 1
+    assert x.shape == (5, 4) and target.num_views == 1
     assert torch.equal(x[2:], batch.unlabeled.strong)
     assert torch.allclose(target.teacher_logits, teacher(batch.unlabeled.weak))
     assert not target.teacher_logits.requires_grad

@@ -102,11 +102,11 @@ def test_miner_selects_confident_samples_with_positions_labels_and_confidences()
 
 
 def test_miner_per_class_cap_and_accuracy_against_held_back_labels():
-    miner, _, _ = make_miner(max_per_class=1, true_labels=torch.tensor([0, 1, 1, 1, 2, 0, 0]))
+    miner, _, _ = make_miner(max_per_class=1, held_back_targets=torch.tensor([0, 1, 1, 1, 2, 0, 0]))
     miner.run()
     assert miner.indices.tolist() == [0, 4]
     assert miner.accuracy == 1.0
-    miner, _, _ = make_miner(true_labels=torch.tensor([0, 1, 1, 1, 2, 0, 0]))
+    miner, _, _ = make_miner(held_back_targets=torch.tensor([0, 1, 1, 1, 2, 0, 0]))
     miner.run()
     assert miner.accuracy == 0.75
 
@@ -140,12 +140,12 @@ def test_miner_never_accepts_non_finite_predictions():
 
 
 def test_attach_mines_on_the_chosen_event_and_publishes_on_the_trainer():
-    miner, model, _ = make_miner(true_labels=torch.tensor([0, 1, 2, 1, 2, 0, 0]))
+    miner, model, _ = make_miner(held_back_targets=torch.tensor([0, 1, 2, 1, 2, 0, 0]))
     trainer = Engine(lambda e, b: None)
     miner.attach(trainer, Events.STARTED | Events.EPOCH_COMPLETED(every=2))
     trainer.run([0], max_epochs=4)
     assert miner.rounds == 3  # start, epoch 2, epoch 4
-    assert trainer.state.num_pseudo_labels == 4 and trainer.state.pseudo_label_accuracy == 1.0
+    assert trainer.state.num_pseudo_labels == 4 and trainer.state.mined_accuracy == 1.0
 
 
 def test_started_event_does_not_mine_again_after_a_resume(tmp_path):
@@ -215,7 +215,7 @@ def test_wrong_model_output_or_dataset_structure(data, model, match, error):
         ({"num_workers": -1}, ValueError, "num_workers should be an integer >= 0"),
         ({"amp_dtype": "bf16"}, TypeError, "amp_dtype should be a torch.dtype"),
         ({"train_dataset": torch.zeros(2, 3)}, ValueError, "train_dataset should have the same samples as dataset"),
-        ({"true_labels": torch.zeros(3)}, ValueError, r"true_labels should have shape \(4,\)"),
+        ({"held_back_targets": torch.zeros(3)}, ValueError, r"held_back_targets should have shape \(4,\)"),
     ],
 )
 def test_argument_validation(kwargs, error, match):

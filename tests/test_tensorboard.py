@@ -25,7 +25,7 @@ def test_training_validation_and_mining_scalars_are_written(tmp_path):
     trainer = create_supervised_trainer(model, optimizer, loss, prepare_batch=loss.prepare_batch)
     loss.attach(trainer)
     AlphaRamp(t1=1, t2=2, alpha_f=2.0).attach(trainer)
-    miner = PseudoLabelMiner(model, x_u, threshold=0.5, true_labels=y_u)
+    miner = PseudoLabelMiner(model, x_u, threshold=0.5, held_back_targets=y_u)
     miner.attach(trainer, Events.EPOCH_COMPLETED)
     evaluator = create_supervised_evaluator(model, metrics={"accuracy": Accuracy()})
     trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda _: evaluator.run(

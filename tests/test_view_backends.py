@@ -53,7 +53,7 @@ def test_any_object_with_call_and_weak_is_a_view_backend():
     x, target = prepare_semi_supervised_batch(
         SemiSupervisedBatch(labeled, unlabeled=RawBatch(images(3, channels=1, side=4), torch.arange(3))),
         views=Noise())
-    assert x.shape == (2 + 3 + 3, 1, 4, 4) and target.views == 2
+    assert x.shape == (2 + 3 + 3, 1, 4, 4) and target.num_views == 2
 
 
 def test_one_draw_applies_again_and_weak_draws_only_the_geometry():
