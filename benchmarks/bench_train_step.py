@@ -176,12 +176,7 @@ def measure(args: Any, device: torch.device, amp: bool, base: nn.Module | None =
         for r in range(args.repeats):
             order = METHODS if r % 2 == 0 else METHODS[::-1]
             for name in order:
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                    torch.cuda.reset_peak_memory_stats(device)
-                t, _ = common.timed(functools.partial(runners[name], args.iterations), device)
-                if device.type == "cuda":
-                    peak[name] = max(peak.get(name, 0), torch.cuda.max_memory_allocated(device))
+                t = common.timed_with_peak(functools.partial(runners[name], args.iterations), device, peak, name)
                 seconds[name].append(t / args.iterations)
                 print(f"  repeat {r + 1}/{args.repeats} {name:10s}: {1000 * t / args.iterations:9.2f} ms/iteration",
                       flush=True)

@@ -116,6 +116,17 @@ def timed(fn: Callable[[], Any], device: torch.device | str) -> tuple[float, Any
     return time.perf_counter() - start, result
 
 
+def timed_with_peak(fn: Callable[[], Any], device: torch.device, peak: dict[str, int], name: str) -> float:
+    """:func:`timed` seconds of ``fn``; on CUDA also raises ``peak[name]`` to the peak memory allocated during it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    seconds, _ = timed(fn, device)
+    if device.type == "cuda":
+        peak[name] = max(peak.get(name, 0), torch.cuda.max_memory_allocated(device))
+    return seconds
+
+
 def median(values: Sequence[float]) -> float:
     return float(statistics.median(values))
 

@@ -157,12 +157,7 @@ def measure_fixmatch(args: Any, device: torch.device, amp: bool, base: nn.Module
             run(args.warmup)
         for r in range(args.repeats):
             for name in (FIXMATCH_METHODS if r % 2 == 0 else FIXMATCH_METHODS[::-1]):
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                    torch.cuda.reset_peak_memory_stats(device)
-                t, _ = common.timed(functools.partial(runners[name], args.iterations), device)
-                if device.type == "cuda":
-                    peak[name] = max(peak.get(name, 0), torch.cuda.max_memory_allocated(device))
+                t = common.timed_with_peak(functools.partial(runners[name], args.iterations), device, peak, name)
                 seconds[name].append(t / args.iterations)
     med = {m: common.median(s) for m, s in seconds.items()}
     b, bu = args.labeled_batch, args.mu * args.labeled_batch
